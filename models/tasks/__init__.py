@@ -1,0 +1,37 @@
+"""Synthetic tasks: pure, seeded generators with their loss, metric and patching pairs."""
+from __future__ import annotations
+
+from .base import Batch, PatchPair, Task
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    from . import copy, recall  # noqa: F401  (registers copy, repeat_copy, associative_recall, mqar)
+
+
+def make_task(spec: dict | str, **overrides) -> Task:
+    """Build a task from `{"name": ..., "params": {...}}` or a bare name, with overrides."""
+    _load_all()
+    if isinstance(spec, str):
+        spec = {"name": spec, "params": {}}
+    name = spec.get("name")
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+    cls = TASKS[name]
+    params = {**spec.get("params", {}), **overrides}
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(f"task {name!r} has no parameters {unknown}; it has {sorted(fields)}")
+    return cls(cls.Params(**params))
+
+
+__all__ = ["Batch", "PatchPair", "Task", "TASKS", "make_task", "register_task"]
