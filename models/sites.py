@@ -314,6 +314,10 @@ class SiteModel(torch.nn.Module):
     def intervenes(self, name: str) -> bool:
         return self._bus is not None and name in self._bus.interventions
 
+    def scope(self, prefix: str) -> "SiteScope":
+        """Site calls for a sub-layer, its names prefixed (`layers.2.` + `memory.read`)."""
+        return SiteScope(self, prefix)
+
     # -- public ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepare_input(x)
@@ -332,6 +336,39 @@ class SiteModel(torch.nn.Module):
         from dataclasses import asdict
 
         return asdict(self.config)
+
+
+class SiteScope:
+    """What a layer inside a stacked model uses in place of the model's own site calls.
+    Layers are plain `nn.Module`s; they take a scope argument and call
+    `scope.seq("memory.read", o)`, which becomes the model's `layers.<i>.memory.read`."""
+
+    def __init__(self, model: SiteModel, prefix: str):
+        self.model = model
+        self.prefix = prefix.rstrip(".") + "." if prefix else ""
+
+    def name(self, name: str) -> str:
+        return self.prefix + name
+
+    def step(self, name: str, value: Tensor, t: int) -> Tensor:
+        return self.model.site(self.prefix + name, value, t)
+
+    def seq(self, name: str, value: Tensor) -> Tensor:
+        return self.model.site_seq(self.prefix + name, value)
+
+    def wants(self, name: str) -> bool:
+        return self.model.wants(self.prefix + name)
+
+    def intervenes(self, name: str) -> bool:
+        return self.model.intervenes(self.prefix + name)
+
+
+def prefixed(prefix: str, specs: list[SiteSpec]) -> list[SiteSpec]:
+    """Layer-local specs renamed under a prefix, e.g. for `layers.2.`."""
+    from dataclasses import replace
+
+    p = prefix.rstrip(".") + "." if prefix else ""
+    return [replace(s, name=p + s.name) for s in specs]
 
 
 def output_spec(output_size: int) -> SiteSpec:
