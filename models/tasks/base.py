@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -107,11 +108,59 @@ class Task:
         """`[B]` metric per sequence."""
         raise NotImplementedError
 
-    def chance(self) -> float:
-        """The metric's expected value for an output that ignores the input."""
+    def chance(self, batch: Batch | None = None) -> float:
+        """The metric's expected value for an output that ignores the input.
+
+        Where it depends on the sequence length (wrong bits grow with the length), the
+        default is for the mean of the length range and `chance(batch)` is for the
+        lengths of that batch (averaged over its rows)."""
         raise NotImplementedError
 
     # -- description ----------------------------------------------------------------------
     def spec(self) -> dict:
         """JSON-able description; `make_task(spec)` rebuilds the task."""
         return {"name": self.name, "params": dataclasses.asdict(self.params)}
+
+
+def generator(seed: int) -> torch.Generator:
+    """The only source of randomness for task data: same seed, same batch, no global RNG."""
+    try:
+        value = operator.index(seed)  # ints, numpy ints, integer 0-d tensors
+    except TypeError:
+        raise ValueError(f"seed must be an integer, got {seed!r}") from None
+    if isinstance(seed, bool) or not 0 <= value < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return torch.Generator().manual_seed(value)
+
+
+class BitsTask(Task):
+    """Bit-vector outputs scored by wrong bits per sequence (Graves 2014): a bit is
+    predicted 1 where its logit is above 0 (probability above 0.5)."""
+
+    output_kind = "bits"
+    metric_name = "wrong_bits"
+    higher_is_better = False
+
+    def metric_per_step(self, logits: Tensor, batch: Batch) -> Tensor:
+        wrong = ((logits > 0).float() != batch.targets.float()).sum(-1)  # [B, T]
+        return wrong.float() * batch.mask
+
+    def metric(self, logits: Tensor, batch: Batch) -> Tensor:
+        return self.metric_per_step(logits, batch).sum(1)
+
+
+class ClassesTask(Task):
+    """Class outputs scored by accuracy on the masked positions of each sequence.
+    `metric_per_step` is each position's share (1/#masked where right), so it sums to
+    `metric`."""
+
+    output_kind = "classes"
+    metric_name = "accuracy"
+    higher_is_better = True
+
+    def metric_per_step(self, logits: Tensor, batch: Batch) -> Tensor:
+        right = (logits.argmax(-1) == batch.targets.long()) & batch.mask  # [B, T]
+        return right.float() / batch.mask.sum(1, keepdim=True).clamp(min=1)
+
+    def metric(self, logits: Tensor, batch: Batch) -> Tensor:
+        return self.metric_per_step(logits, batch).sum(1)

@@ -1,0 +1,273 @@
+"""Associative recall (Graves et al. 2014) and multi-query associative recall (MQAR,
+Arora et al. 2023, "Zoology").
+
+Both store key -> value bindings and then ask for the value of a key seen earlier:
+the answer cannot be computed from the query alone, only looked up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from . import register_task
+from .base import Batch, BitsTask, ClassesTask, PatchPair, generator
+from .copy import _check_n, _check_range, _differs, _randint, _random_bits
+
+_MAX_REDRAWS = 10_000
+
+
+@dataclass
+class AssociativeRecallParams:
+    bits: int = 6
+    item_length: int = 3
+    min_items: int = 2
+    max_items: int = 6
+
+    def __post_init__(self) -> None:
+        if self.bits < 1 or self.item_length < 1:
+            raise ValueError(
+                f"associative_recall: bits and item_length must be at least 1, got {self.bits}, {self.item_length}"
+            )
+        _check_range("associative_recall", "min_items", self.min_items, "max_items", self.max_items, 2)
+        # items are kept distinct (a repeated item would make the query ambiguous) and
+        # patching needs one more distinct item than the list holds
+        if 2 ** (self.bits * self.item_length) <= self.max_items:
+            raise ValueError(
+                f"associative_recall: bits*item_length = {self.bits * self.item_length} gives "
+                f"{2 ** (self.bits * self.item_length)} distinct items, need more than max_items = {self.max_items}"
+            )
+
+
+def _matches_any(candidate: Tensor, items: Tensor) -> Tensor:
+    """`[B]` whether `candidate` `[B, IL, bits]` equals any of `items` `[B, K, IL, bits]`."""
+    return (items == candidate[:, None]).flatten(2).all(-1).any(-1)
+
+
+@register_task
+class AssociativeRecall(BitsTask):
+    """Associative recall: a list of K items, then one of them as a query; answer with
+    the item that followed it in the list.
+
+    Input channels `bits + 2`. Each item is `item_length` rows of random bits preceded
+    by a delimiter row (channel `bits`). Then a query delimiter row (channel `bits + 1`),
+    a copy of item q, another query delimiter row, and `item_length` rows of zeros
+    during which the target is item q+1. T = K*(item_length+1) + 2 + 2*item_length;
+    targets `[B, T, bits]`, mask True on the last `item_length` rows. One K per batch
+    (uniform in [min_items, max_items]); q uniform in [0, K-2] per sequence. Items in a
+    sequence are distinct.
+
+    bits=2, item_length=1, K=3, q=0 (item 0 = 10, item 1 = 01, item 2 = 11):
+
+        t          0  1  2  3  4  5  6  7  8  9
+        input  b0  .  1  .  0  .  1  .  1  .  .
+               b1  .  0  .  1  .  1  .  0  .  .
+               d   1  .  1  .  1  .  .  .  .  .
+               q   .  .  .  .  .  .  1  .  1  .
+        target b0  .  .  .  .  .  .  .  .  .  0
+               b1  .  .  .  .  .  .  .  .  .  1
+        mask       .  .  .  .  .  .  .  .  .  x
+
+    Metric: wrong bits per sequence, lower is better; chance = item_length*bits/2.
+    """
+
+    name = "associative_recall"
+    Params = AssociativeRecallParams
+
+    @property
+    def input_size(self) -> int:
+        return self.params.bits + 2
+
+    @property
+    def output_size(self) -> int:
+        return self.params.bits
+
+    def _draw_item(self, g: torch.Generator, n: int) -> Tensor:
+        return _random_bits(g, n, self.params.item_length, self.params.bits)
+
+    def _distinct_items(self, g: torch.Generator, n: int, K: int) -> Tensor:
+        """`[n, K, item_length, bits]`, all items of a sequence different."""
+        items = torch.stack([self._draw_item(g, n) for _ in range(K)], dim=1)
+        for k in range(1, K):
+            for _ in range(_MAX_REDRAWS):
+                clash = _matches_any(items[:, k], items[:, :k])
+                if not clash.any():
+                    break
+                items[clash, k] = self._draw_item(g, int(clash.sum()))
+            else:
+                raise RuntimeError("associative_recall: could not draw distinct items")
+        return items
+
+    def _sample(self, n: int, g: torch.Generator) -> tuple[Batch, Tensor, Tensor]:
+        _check_n(n)
+        p = self.params
+        K = _randint(g, p.min_items, p.max_items)
+        items = self._distinct_items(g, n, K)
+        q = torch.randint(0, K - 1, (n,), generator=g)
+        return self._layout(items, q), items, q
+
+    def _layout(self, items: Tensor, q: Tensor) -> Batch:
+        B, K, IL, bits = items.shape
+        T = K * (IL + 1) + 2 + 2 * IL
+        ar = torch.arange(B)
+        inputs = torch.zeros(B, T, bits + 2)
+        listed = inputs[:, : K * (IL + 1)].view(B, K, IL + 1, bits + 2)
+        listed[:, :, 0, bits] = 1.0
+        listed[:, :, 1:, :bits] = items
+        qs = K * (IL + 1)  # first query delimiter
+        inputs[:, qs, bits + 1] = 1.0
+        inputs[:, qs + 1 : qs + 1 + IL, :bits] = items[ar, q]
+        inputs[:, qs + 1 + IL, bits + 1] = 1.0
+        targets = torch.zeros(B, T, bits)
+        targets[:, T - IL :] = items[ar, q + 1]
+        mask = torch.zeros(B, T, dtype=torch.bool)
+        mask[:, T - IL :] = True
+        return Batch(inputs, targets, mask)
+
+    def sample(self, n: int, seed: int) -> Batch:
+        return self._sample(n, generator(seed))[0]
+
+    def patch_pairs(self, n: int, seed: int) -> PatchPair:
+        """Clean is `sample(n, seed)`; corrupted replaces the answer item (item q+1) in
+        the list by a new item distinct from every item of the sequence, so the query
+        is unchanged and the answer changes."""
+        g = generator(seed)
+        clean, items, q = self._sample(n, g)
+        ar = torch.arange(n)
+        new = self._draw_item(g, n)
+        for _ in range(_MAX_REDRAWS):
+            clash = _matches_any(new, items)
+            if not clash.any():
+                break
+            new[clash] = self._draw_item(g, int(clash.sum()))
+        else:
+            raise RuntimeError("associative_recall: could not draw a distinct replacement item")
+        changed = items.clone()
+        changed[ar, q + 1] = new
+        corrupted = self._layout(changed, q)
+        return PatchPair(clean, corrupted, _differs(clean, corrupted))
+
+    def chance(self, batch: Batch | None = None) -> float:
+        return self.params.item_length * self.params.bits / 2
+
+
+FILLER = 0  # token id of every non-pair, non-query position; never a key or a value
+
+
+@dataclass
+class MQARParams:
+    vocab_size: int = 64
+    seq_len: int = 64
+    num_pairs: int = 8
+    power_a: float = 0.01
+
+    def __post_init__(self) -> None:
+        n, V = self.num_pairs, self.vocab_size
+        if n < 1:
+            raise ValueError(f"mqar: num_pairs must be at least 1, got {n}")
+        if V // 2 - 1 < n:
+            raise ValueError(
+                f"mqar: vocab_size {V} gives {V // 2 - 1} keys (ids 1..{V // 2 - 1}), fewer than num_pairs = {n}"
+            )
+        if V - V // 2 <= n:
+            raise ValueError(
+                f"mqar: vocab_size {V} gives {V - V // 2} values, need more than num_pairs = {n} (one spare for patching)"
+            )
+        if self.seq_len < 4 * n:
+            raise ValueError(
+                f"mqar: seq_len must be at least 4*num_pairs = {4 * n} (pairs plus one query slot per key), got {self.seq_len}"
+            )
+        if not self.power_a > 0:
+            raise ValueError(f"mqar: power_a must be positive, got {self.power_a}")
+
+
+@register_task
+class MQAR(ClassesTask):
+    """Multi-query associative recall (Zoology's `multiquery_ar`).
+
+    Token ids `[B, T]`, T = seq_len. Keys are drawn without replacement from ids
+    [1, vocab/2), values without replacement from [vocab/2, vocab), so the halves are
+    disjoint; id 0 (`FILLER`) fills every other position (Zoology's
+    `random_non_queries=False`). The first 2*num_pairs positions are k v k v ...; then
+    every key appears once more as a query, at position 2*num_pairs + 2*gap, the gaps
+    drawn without replacement from [0, (seq_len - 2*num_pairs)//2) with
+    p(gap) ~ power_a * (gap+1)^(power_a - 1) (power_a = 0.01 puts most queries near
+    the pairs; 1 makes them uniform). As in Zoology the target sits on the query
+    position itself: the logits there must predict the key's value. Targets are 0 and
+    the mask False everywhere else.
+
+    vocab_size=12, seq_len=16, num_pairs=2:
+
+                  key val key val          query                   query
+        inputs     2   8   4   7   0   0   4   0   0   0   0   0   2   0   0   0
+        targets    .   .   .   .   .   .   7   .   .   .   .   .   8   .   .   .
+        mask       .   .   .   .   .   .   x   .   .   .   .   .   x   .   .   .
+
+    Metric: accuracy on the queried positions of each sequence, higher is better;
+    chance = 1/(number of values) = 1/(vocab/2): a guess among the values.
+    """
+
+    name = "mqar"
+    Params = MQARParams
+
+    @property
+    def input_size(self) -> int:
+        return self.params.vocab_size
+
+    @property
+    def output_size(self) -> int:
+        return self.params.vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.params.vocab_size
+
+    @property
+    def first_value(self) -> int:
+        """Token ids from here on are values, below it keys (and 0, the filler)."""
+        return self.params.vocab_size // 2
+
+    def _sample(self, n: int, g: torch.Generator) -> tuple[Batch, Tensor, Tensor, Tensor]:
+        _check_n(n)
+        p = self.params
+        V, half, k = p.vocab_size, self.first_value, p.num_pairs
+        keys = torch.rand(n, half - 1, generator=g).argsort(-1)[:, :k] + 1
+        values = torch.rand(n, V - half, generator=g).argsort(-1)[:, :k] + half
+        space = (p.seq_len - 2 * k) // 2
+        weights = p.power_a * torch.arange(1, space + 1, dtype=torch.float64) ** (p.power_a - 1)
+        gaps = torch.multinomial(weights.expand(n, space), k, replacement=False, generator=g)
+        positions = 2 * k + 2 * gaps  # [B, k]: query of keys[:, i] at positions[:, i]
+        return self._layout(keys, values, positions), keys, values, positions
+
+    def _layout(self, keys: Tensor, values: Tensor, positions: Tensor) -> Batch:
+        B, k = keys.shape
+        T = self.params.seq_len
+        inputs = torch.full((B, T), FILLER, dtype=torch.long)
+        inputs[:, 0 : 2 * k : 2] = keys
+        inputs[:, 1 : 2 * k : 2] = values
+        inputs.scatter_(1, positions, keys)
+        targets = torch.zeros(B, T, dtype=torch.long).scatter_(1, positions, values)
+        mask = torch.zeros(B, T, dtype=torch.bool).scatter_(1, positions, True)
+        return Batch(inputs, targets, mask)
+
+    def sample(self, n: int, seed: int) -> Batch:
+        return self._sample(n, generator(seed))[0]
+
+    def patch_pairs(self, n: int, seed: int) -> PatchPair:
+        """Clean is `sample(n, seed)`; corrupted gives one key per sequence a new value,
+        unused elsewhere in the sequence, so only that pair's value token changes in
+        the input and the answer at every query of that key differs."""
+        g = generator(seed)
+        clean, keys, values, positions = self._sample(n, g)
+        half = self.first_value
+        which = torch.randint(0, self.params.num_pairs, (n,), generator=g)
+        scores = torch.rand(n, self.params.vocab_size - half, generator=g)
+        scores.scatter_(1, values - half, -1.0)  # uniform among the unused values
+        changed = values.clone()
+        changed[torch.arange(n), which] = scores.argmax(-1) + half
+        corrupted = self._layout(keys, changed, positions)
+        return PatchPair(clean, corrupted, _differs(clean, corrupted))
+
+    def chance(self, batch: Batch | None = None) -> float:
+        return 1.0 / (self.params.vocab_size - self.first_value)
