@@ -48,4 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so commands and this file share one CLIError class.
+    from mnemoscope.server.cli import main as package_main
+
+    sys.exit(package_main())
