@@ -1,0 +1,125 @@
+"""Ablations: batched rows equal one-at-a-time runs; causality; modes; every architecture."""
+import json
+
+import pytest
+import torch
+
+from mnemoscope.analysis.ablation import AblationSpec, derangement, run_ablations
+from mnemoscope.analysis.sites import element_mask, read_sites
+from mnemoscope.models.sites import Intervention, run_with_sites
+
+
+def _one_at_a_time(model, batch, spec, values):
+    """Reference: one forward pass with plain tensor interventions from the contract."""
+    specs = model.site_specs()
+    ivs = [Intervention(n, values[n], steps=spec.steps, elements=element_mask(specs[n], spec.elements))
+           for n in spec.sites]
+    with torch.no_grad():
+        logits, _ = run_with_sites(model, batch.inputs, interventions=ivs)
+    return logits
+
+
+def _clean_logits(model, batch):
+    with torch.no_grad():
+        return run_with_sites(model, batch.inputs)[0]
+
+
+def test_batched_equals_one_at_a_time(ntm):
+    from mnemoscope.models.tasks import make_task
+
+    task = make_task("copy", min_length=4, max_length=4)
+    batch = task.sample(4, 0)
+    specs = [
+        AblationSpec(["memory.read"], "zero"),
+        AblationSpec(["memory.read"], "mean", steps=[5, 6]),
+        AblationSpec(["memory.read", "controller.output"], "resample"),
+        AblationSpec(["memory.read_weights"], "zero", elements={"slot": [0, 1, 2, 3]}),
+        AblationSpec(["memory.add"], "resample", steps=[1], elements={"head": [0]}),
+    ]
+    results = run_ablations(ntm, task, batch, specs, seed=3)
+    with torch.no_grad():
+        _, clean = run_with_sites(ntm, batch.inputs, record=["memory.read", "controller.output", "memory.add"])
+    donor = derangement(4, torch.Generator().manual_seed(3))
+    for spec, res in zip(specs, results):
+        if spec.mode == "zero":
+            values = {n: 0.0 for n in spec.sites}
+        elif spec.mode == "mean":
+            values = {n: clean[n].mean(0, keepdim=True) for n in spec.sites}
+        else:
+            values = {n: clean[n][donor] for n in spec.sites}
+        ref = _one_at_a_time(ntm, batch, spec, values)
+        # logits reach |30| here, where float32 rounding of a different batch size is ~1e-5;
+        # the results a user reads are probabilities, metrics and output changes
+        assert (task.probs(res.logits) - task.probs(ref)).abs().max() < 1e-5, spec.describe()
+        assert (res.logits - ref).abs().max() < 1e-6 * max(1.0, float(ref.abs().max())) * 10
+        assert abs(res.metric - float(task.metric(ref, batch).mean())) < 1e-5
+        ref_change = (task.probs(ref) - task.probs(res.logits.new_tensor(0) + _clean_logits(ntm, batch)))
+        assert abs(res.prob_change - float((ref_change.abs().mean(-1) * batch.mask).sum() / batch.mask.sum())) < 1e-5
+
+
+def test_chunked_equals_unchunked(make_model, task):
+    m = make_model("dnc", task)
+    batch = task.sample(3, 0)
+    specs = [AblationSpec(["memory.read"], mode) for mode in ("zero", "mean", "resample")]
+    whole = run_ablations(m, task, batch, specs)
+    tiny_budget = run_ablations(m, task, batch, specs, memory_budget_mb=1e-6)  # one spec per chunk
+    for a, b in zip(whole, tiny_budget):
+        assert (task.probs(a.logits) - task.probs(b.logits)).abs().max() < 1e-5
+        assert abs(a.metric - b.metric) < 1e-5 and abs(a.prob_change - b.prob_change) < 1e-5
+
+
+@pytest.mark.parametrize("t", [0, 3, 5])
+def test_ablating_reads_at_t_changes_nothing_before_t(arch, make_model, task, t):
+    m = make_model(arch, task)
+    reads = read_sites(m)
+    if not reads:
+        pytest.skip(f"{arch} has no memory reads")
+    batch = task.sample(3, 2)
+    [res] = run_ablations(m, task, batch, [AblationSpec(reads, "zero", steps=[t])])
+    with torch.no_grad():
+        clean, _ = run_with_sites(m, batch.inputs)
+    assert torch.equal(res.logits[:, :t], clean[:, :t]) or (res.logits[:, :t] - clean[:, :t]).abs().max() < 1e-6
+    assert float(res.prob_change_per_step[:t].abs().sum()) < 1e-6
+    assert float(res.prob_change_per_step[t:].sum()) > 0  # and something changes from t on
+
+
+def test_derangement_has_no_fixed_points():
+    g = torch.Generator().manual_seed(0)
+    for n in range(2, 9):
+        d = derangement(n, g)
+        assert sorted(d.tolist()) == list(range(n))
+        assert (d != torch.arange(n)).all()
+
+
+def test_result_fields_and_json(make_model, task):
+    m = make_model("ntm", task)
+    batch = task.sample(3, 0)
+    [r] = run_ablations(m, task, batch, [AblationSpec(["memory.read"], "resample")])
+    d = r.to_dict()
+    json.dumps(d, allow_nan=False)
+    for key in ("metric", "metric_clean", "metric_delta", "loss", "loss_clean", "metric_per_step",
+                "loss_per_step", "prob_change", "kl", "flip_rate", "spec", "label"):
+        assert key in d
+    assert "logits" not in d
+    assert d["spec"]["mode"] == "resample"
+
+
+def test_bad_specs_are_clear(make_model, task):
+    m = make_model("ntm", task)
+    batch = task.sample(2, 0)
+    with pytest.raises(ValueError, match="mode"):
+        AblationSpec(["memory.read"], "shuffle")
+    with pytest.raises(ValueError, match="outside the sequence"):
+        run_ablations(m, task, batch, [AblationSpec(["memory.read"], "zero", steps=[99])])
+    with pytest.raises(ValueError, match="no site"):
+        run_ablations(m, task, batch, [AblationSpec(["memory.nope"], "zero")])
+    with pytest.raises(ValueError, match="at least 2"):
+        run_ablations(m, task, task.sample(1, 0), [AblationSpec(["memory.read"], "resample")])
+
+
+def test_every_arch_every_mode(arch, make_model, task):
+    m = make_model(arch, task)
+    batch = task.sample(3, 0)
+    sites = read_sites(m) or list(m.site_specs())[:1]
+    res = run_ablations(m, task, batch, [AblationSpec(sites, mode) for mode in ("zero", "mean", "resample")])
+    assert len(res) == 3 and all(r.metric_per_step.shape == (7,) for r in res)

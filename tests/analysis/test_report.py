@@ -1,0 +1,33 @@
+import json
+
+from mnemoscope.analysis.report import analyze
+
+REQUIRED = ("metric", "reliance", "ablation", "patching", "entropy", "gradients", "utilization")
+
+
+def test_analyze_every_arch(arch, make_model, task):
+    m = make_model(arch, task)
+    seen = []
+    rep = analyze(m, task, samples=3, progress=seen.append)
+    d = json.loads(json.dumps(rep.to_dict(), allow_nan=False))
+    for key in REQUIRED:
+        assert key in d
+    assert d["metric"]["name"] == "wrong_bits" and d["metric"]["chance"] == 4.5
+    assert isinstance(d["metric"]["clean"], float)
+    rel = d["reliance"]
+    assert rel["verdict"] in ("decorative", "functional", "partial")
+    assert 0 <= rel["score"] <= 1 and len(rel["ci95"]) == 2 and rel["evidence"]
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    text = rep.to_text()
+    assert "memory reliance" in text and arch in text
+
+
+def test_real_ntm_report(ntm):
+    from mnemoscope.models.tasks import make_task
+
+    task = make_task("copy", min_length=6, max_length=6)
+    rep = analyze(ntm, task, samples=6)
+    d = rep.to_dict()
+    assert d["reliance"]["verdict"] == "functional"
+    assert d["patching"]["summary"]["sites"]["memory.read"]["max"] > 0.1
+    assert any(a["label"] == "resample every memory read" for a in d["ablation"])
