@@ -1,0 +1,214 @@
+"""`mnemoscope train`: train an architecture on a synthetic task, writing a checkpoint series.
+
+    mnemoscope train --arch ntm --task copy --task-param max_length=10 --steps 3000 \\
+        --lr 3e-3 --checkpoint-every 500 --out runs/ntm-copy
+
+The model's input_size/output_size (and vocab_size, where the architecture has one) come
+from the task; `--model-param` sets the rest of its config.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..cli import CLIError
+
+# Small, quick defaults for learning copy-like tasks on a CPU (see the training report in
+# models/training.py's tests); the architectures' own defaults follow the papers.
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ntm": {"controller_size": 100, "memory_slots": 32, "memory_width": 20},
+    "dnc": {"controller_size": 64, "memory_slots": 32, "memory_width": 16},
+    "lstm": {"hidden_size": 100},
+}
+DERIVED = ("input_size", "output_size", "vocab_size")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default="ntm", help="architecture (ntm, dnc, lstm, ...); default ntm")
+    p.add_argument("--task", default="copy", help="task (copy, repeat_copy, associative_recall, mqar); default copy")
+    p.add_argument("--task-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="task parameter, e.g. max_length=10 (repeatable)")
+    p.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config field, e.g. memory_slots=64 (repeatable)")
+    p.add_argument("--eval-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="task parameter override for the eval batch only (default for tasks with "
+                        "min_length/max_length: min_length=max_length, the longest sequences)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (batches); default 3000")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per batch; default 16")
+    p.add_argument("--optimizer", choices=("adam", "rmsprop"), default="adam", help="default adam")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate; default 3e-3 for adam, 1e-4 for rmsprop (Graves 2014)")
+    p.add_argument("--momentum", type=float, default=0.9, help="rmsprop momentum; default 0.9")
+    p.add_argument("--seed", type=int, default=0, help="seeds the model init and the batches; default 0")
+    p.add_argument("--clip", type=float, default=10.0,
+                   help="clip each gradient element to [-C, C]; 0 turns it off; default 10")
+    p.add_argument("--clip-norm", type=float, default=None, help="also clip the global gradient norm")
+    p.add_argument("--curriculum", action=argparse.BooleanOptionalAction, default=None,
+                   help="short sequences first: max_length grows linearly over the first "
+                        "--curriculum-fraction of training (default: on when the task has max_length)")
+    p.add_argument("--curriculum-param", default="max_length",
+                   help="the task parameter the curriculum grows; default max_length")
+    p.add_argument("--curriculum-fraction", type=float, default=0.5, help="default 0.5")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                   help="write step-000K.safetensors every K steps (final.safetensors is always written)")
+    p.add_argument("--eval-every", type=int, default=None, help="evaluate every this many steps")
+    p.add_argument("--eval-size", type=int, default=64, help="sequences in the fixed eval batch; default 64")
+    p.add_argument("--target", type=float, default=None,
+                   help="stop once the eval metric is this good (e.g. 0 wrong bits)")
+    p.add_argument("--out", type=Path, default=None, help="output folder; default runs/<arch>-<task>-seed<S>")
+    p.add_argument("--name", default=None, help="a name stored in the checkpoints")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; default cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ...models.registry import architecture
+    from ...models.tasks import make_task
+    from ...models.training import LengthCurriculum, resolve_device, train
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for flag in ("steps", "batch_size", "eval_size"):
+        if getattr(args, flag) < (0 if flag == "steps" else 1):
+            raise CLIError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+
+    try:
+        cls = architecture(args.arch)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    try:
+        make_task(args.task)  # unknown task name: the error lists the known ones
+        task_cls = type(make_task(args.task))
+        task_params = parse_params(args.task_param, task_cls.Params, f"task {args.task!r}")
+        eval_params = parse_params(args.eval_param, task_cls.Params, f"task {args.task!r}")
+        task = make_task(args.task, **task_params)
+        if not args.eval_param and hasattr(task.params, "min_length") and hasattr(task.params, "max_length"):
+            # copy-like tasks draw one length per batch: score the hardest one
+            eval_params = {"min_length": task.params.max_length}
+        make_task(task.spec(), **eval_params)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+
+    config = model_config(args.arch, cls.Config, task, parse_params(args.model_param, cls.Config, f"arch {args.arch!r}"))
+    torch.manual_seed(args.seed)
+    try:
+        model = cls(cls.Config(**config))
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"cannot build {args.arch!r} with {config}: {exc}") from exc
+
+    curriculum = args.curriculum
+    if curriculum is None:
+        curriculum = hasattr(task.params, args.curriculum_param)
+    elif curriculum and not hasattr(task.params, args.curriculum_param):
+        raise CLIError(f"--curriculum: task {args.task!r} has no parameter {args.curriculum_param!r}; "
+                       f"it has {[f.name for f in dataclasses.fields(task.params)]}")
+    schedule = LengthCurriculum(param=args.curriculum_param, fraction=args.curriculum_fraction) if curriculum else None
+    lr = args.lr if args.lr is not None else (3e-3 if args.optimizer == "adam" else 1e-4)
+    out = args.out or Path("runs") / f"{args.arch}-{args.task}-seed{args.seed}"
+
+    params = sum(p.numel() for p in model.parameters())
+    print(f"training {args.arch} ({params:,} parameters, {config}) on {task.spec()}"
+          + (f", evaluated with {eval_params}" if eval_params else ""))
+    try:
+        result = train(
+            model, task, steps=args.steps, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
+            momentum=args.momentum, seed=args.seed, clip=args.clip or None, clip_norm=args.clip_norm,
+            curriculum=schedule, checkpoint_every=args.checkpoint_every, out_dir=out,
+            eval_every=args.eval_every, eval_size=args.eval_size, eval_params=eval_params,
+            target=args.target, device=args.device, progress=not args.no_progress, name=args.name,
+            on_eval=_print_eval if args.no_progress else None,
+        )
+    except (ValueError, FloatingPointError) as exc:
+        raise CLIError(str(exc)) from exc
+
+    summary = {
+        "arch": args.arch, "config": config, "task": task.spec(), "train": result.config,
+        "steps": result.steps, "seconds": result.seconds, "final_metrics": result.final_metrics,
+        "checkpoints": [str(p) for p in result.checkpoints], "history": result.history,
+    }
+    (out / "history.json").write_text(json.dumps(summary, indent=1, default=str))
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.final_metrics.items() if v is not None)
+    print(f"{result.steps} steps in {result.seconds:.1f}s: {metrics}")
+    print(f"checkpoints ({len(result.checkpoints)}) in {out}/: final {result.final_checkpoint}")
+    print(f"history: {out / 'history.json'}")
+    return 0
+
+
+def _print_eval(entry: dict) -> None:
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in entry.items() if k != "step" and v is not None)
+    print(f"step {entry['step']}: {shown}", flush=True)
+
+
+def model_config(arch: str, config_cls: type, task, given: dict) -> dict:
+    """The arch's quick defaults, then the sizes the task dictates, then the user's values."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    derived = {"input_size": task.input_size, "output_size": task.output_size}
+    if "vocab_size" in fields and task.vocab_size is not None:
+        derived["vocab_size"] = task.vocab_size
+    for key, value in given.items():
+        if key in derived and value != derived[key]:
+            raise CLIError(f"{key} comes from the task ({derived[key]}); --model-param {key}={value} disagrees")
+    defaults = {k: v for k, v in ARCH_DEFAULTS.get(arch, {}).items() if k in fields}
+    return {**defaults, **{k: v for k, v in derived.items() if k in fields}, **given}
+
+
+def parse_params(items: list[str], cls: type, what: str) -> dict:
+    """`key=value` strings into a dict, each value converted to the dataclass field's type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to JSON guessing
+        hints = {}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise CLIError(f"expected KEY=VALUE, got {item!r}")
+        if key not in fields:
+            raise CLIError(f"{what} has no parameter {key!r}; it has {sorted(fields)}")
+        try:
+            out[key] = _convert(raw.strip(), hints.get(key))
+        except ValueError as exc:
+            raise CLIError(f"{what}: {key}={raw!r}: {exc}") from exc
+    return out
+
+
+def _convert(raw: str, typ) -> Any:
+    options = typing.get_args(typ) if typing.get_origin(typ) in (typing.Union, types.UnionType) else (typ,)
+    if type(None) in options and raw.lower() in ("none", "null"):
+        return None
+    for t in options:
+        if t is bool:
+            if raw.lower() in ("true", "yes", "on", "1"):
+                return True
+            if raw.lower() in ("false", "no", "off", "0"):
+                return False
+            raise ValueError("expected true or false")
+        if t is int:
+            try:
+                return int(raw)
+            except ValueError:
+                if len(options) == 1 or options == (int, type(None)):
+                    raise ValueError("expected an integer") from None
+        if t is float:
+            return float(raw)
+        if t is str:
+            return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw

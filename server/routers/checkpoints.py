@@ -1,0 +1,114 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response
+from fastapi.responses import FileResponse
+
+from ..errors import Invalid
+from ..deps import AuthDep, JobsDep, ModelsDep, SettingsDep, StoreDep
+from ..schemas import CheckpointOut, SiteOut, TraceOut, TraceRequest
+from ..services import checkpoints as service
+from ..services import jobs as job_service
+from ..services.trace import trace as run_trace
+from . import errors
+
+router = APIRouter(prefix="/api/checkpoints", tags=["checkpoints"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {
+                        "type": "string", "format": "binary",
+                        "description": "a mnemoscope .safetensors checkpoint, a mnemoscope .pt dict, or a pytorch-ntm state dict",
+                    }},
+                },
+            },
+        },
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CheckpointOut,
+    summary="Upload a checkpoint",
+    description=(
+        "Streams the multipart field `file` to disk under the size cap, validates it with the safe loader "
+        "(no pickle code ever runs), and stores it under its sha256. 201 when stored; 200 with the same "
+        "record when these exact bytes were uploaded before (the id is derived from the bytes). A pytorch-ntm "
+        "state dict is recognised by its keys and imported."
+    ),
+    responses={200: {"model": CheckpointOut, "description": "these bytes were already stored"},
+               **errors(401, 413, 415, 422)},
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_checkpoint(request: Request, response: Response, store: StoreDep, settings: SettingsDep,
+                            _: AuthDep) -> dict:
+    record, created = await service.ingest(request, store, settings.max_upload_bytes)
+    response.status_code = 201 if created else 200
+    return service.public(record)
+
+
+@router.get("", response_model=list[CheckpointOut], summary="List checkpoints (oldest first)")
+def list_checkpoints(store: StoreDep) -> list[dict]:
+    return [service.public(r) for r in store.list_checkpoints()]
+
+
+@router.get("/{checkpoint_id}", response_model=CheckpointOut, responses=errors(404), summary="One checkpoint")
+def get_checkpoint(checkpoint_id: str, store: StoreDep) -> dict:
+    return service.public(service.get_or_404(store, checkpoint_id))
+
+
+@router.delete("/{checkpoint_id}", status_code=204, responses=errors(401, 404),
+               summary="Delete a checkpoint, its jobs and their results")
+def delete_checkpoint(checkpoint_id: str, store: StoreDep, jobs: JobsDep, models: ModelsDep, _: AuthDep) -> Response:
+    job_service.delete_checkpoint(store, jobs, models, checkpoint_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{checkpoint_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                     "description": "the stored bytes, exactly as uploaded"}, **errors(404)},
+    summary="Download the checkpoint file",
+)
+def download_checkpoint(checkpoint_id: str, store: StoreDep) -> FileResponse:
+    record = service.get_or_404(store, checkpoint_id)
+    return FileResponse(store.checkpoint_path(record), media_type="application/octet-stream",
+                        filename=record["filename"] or f"{record['id']}.safetensors")
+
+
+@router.get("/{checkpoint_id}/sites", response_model=list[SiteOut], responses=errors(404),
+            summary="The model's named sites (what trace, ablations and patching can address)")
+def list_sites(checkpoint_id: str, store: StoreDep) -> list[dict]:
+    return service.get_or_404(store, checkpoint_id)["sites"]
+
+
+@router.post(
+    "/{checkpoint_id}/trace",
+    response_model=TraceOut,
+    responses=errors(404, 413, 422, 503),
+    summary="Run the model on a task sample (synchronous)",
+    description=(
+        "Samples the task (the checkpoint's own unless the body names another or overrides parameters) with "
+        "`seed`, runs the model, and returns inputs, targets, outputs, per-timestep loss and metric and the "
+        "requested sites as nested lists with their axis labels. Read-only: no token needed."
+    ),
+)
+def trace_checkpoint(checkpoint_id: str, store: StoreDep, models: ModelsDep, settings: SettingsDep,
+                     body: Annotated[TraceRequest | None, Body()] = None) -> dict:
+    body = body or TraceRequest()
+    if body.samples > settings.trace_max_samples:
+        raise Invalid(f"samples={body.samples} is more than this server traces at once ({settings.trace_max_samples})")
+    return run_trace(
+        store, models, checkpoint_id,
+        task_name=body.task.name if body.task else None,
+        task_params=body.task.params if body.task else None,
+        seed=body.seed, samples=body.samples, sites=body.sites, max_task_param=settings.max_task_param,
+    )

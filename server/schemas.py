@@ -1,0 +1,224 @@
+"""Request and response bodies of the REST API (they are also the OpenAPI schema)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+
+def _seed():
+    return Field(0, ge=0, le=2**31 - 1, description="seeds the task sample; same seed, same data")
+
+
+JobKind = Literal["ablations", "patching", "gradients", "report"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors and health ------------------------------------------------------------------------
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what went wrong, for a person")
+    errors: list[FieldError] | None = Field(None, description="one entry per invalid field (422 only)")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "no checkpoint with id 'abc'"}]})
+
+
+class WorkersOut(BaseModel):
+    size: int
+    alive: int
+    busy: int
+    queued: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+    uptime_s: float
+    workers: WorkersOut
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+class TaskSpecOut(BaseModel):
+    name: str
+    params: dict[str, Any]
+
+
+class CheckpointOut(BaseModel):
+    id: str = Field(description="first 16 hex digits of the sha256 of the uploaded bytes")
+    name: str
+    filename: str = Field(description="the uploaded file's name, sanitised (display only)")
+    arch: str
+    config: dict[str, Any]
+    task: dict[str, Any] = Field(description="the task the checkpoint was trained on ({} when it records none)")
+    step: int
+    metrics: dict[str, Any]
+    parameters: int
+    sha256: str
+    size_bytes: int
+    format: Literal["safetensors", "torch"]
+    source: str | None = Field(None, description='where an imported checkpoint came from, e.g. "pytorch-ntm"')
+    created_at: str = Field(description="upload time, ISO 8601 UTC")
+    verdict: str | None = Field(None, description="reliance verdict of the latest finished report job, else null")
+    reliance_score: float | None = None
+    report_job_id: str | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "3f2a9c0d1e4b5a67", "name": "ntm-copy", "filename": "ntm-copy.safetensors", "arch": "ntm",
+        "config": {"input_size": 9, "output_size": 8, "memory_slots": 128}, "task": {"name": "copy", "params": {"bits": 8}},
+        "step": 5000, "metrics": {"wrong_bits": 0.0}, "parameters": 62000,
+        "sha256": "3f2a9c0d1e4b5a67" + "0" * 48, "size_bytes": 250000, "format": "safetensors", "source": None,
+        "created_at": "2025-01-01T12:00:00.000Z", "verdict": None, "reliance_score": None, "report_job_id": None,
+    }]})
+
+
+class SiteOut(BaseModel):
+    name: str
+    kind: str
+    shape: list[int | None] = Field(description="one timestep of one sequence; null = as long as the sequence")
+    axes: list[str]
+    on_request: bool = Field(description="left out of '*'; name it to record it")
+    distribution: bool
+    doc: str
+
+
+# -- trace ------------------------------------------------------------------------------------------
+
+class TaskChoice(_Request):
+    name: str | None = Field(None, max_length=64, description="task name; default: the checkpoint's own task")
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the task's parameters")
+
+
+class TraceRequest(_Request):
+    task: TaskChoice | None = Field(None, description="default: the checkpoint's task with its own parameters")
+    seed: int = _seed()
+    samples: int = Field(1, ge=1, le=256, description="sequences to run (the server's limit applies)")
+    sites: list[str] = Field(default_factory=list, max_length=64,
+                             description='sites to record: names or globs ("memory.*", "*")')
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"task": {"params": {"min_length": 5, "max_length": 5}}, "seed": 1, "samples": 2, "sites": ["*"]},
+    ]})
+
+
+class TensorOut(BaseModel):
+    axes: list[str]
+    shape: list[int]
+    data: Any = Field(description="nested lists in `axes` order; null where a value is NaN or infinite")
+
+
+class SiteTensorOut(TensorOut):
+    kind: str
+    distribution: bool
+
+
+class TraceSummary(BaseModel):
+    loss: float | None = Field(description="task loss, mean over scored positions")
+    metric: float | None = Field(description="the task's metric, mean over sequences")
+    metric_per_sequence: list[float | None]
+    chance: float | None
+
+
+class TraceOut(BaseModel):
+    checkpoint_id: str
+    task: TaskSpecOut
+    seed: int
+    samples: int
+    output_kind: Literal["bits", "classes"]
+    metric_name: str
+    higher_is_better: bool
+    inputs: TensorOut
+    targets: TensorOut
+    mask: TensorOut
+    outputs: TensorOut = Field(description="probabilities (sigmoid per bit or softmax over classes)")
+    logits: TensorOut
+    loss: TensorOut = Field(description="per-timestep loss, zero where the mask is off")
+    metric: TensorOut = Field(description="per-timestep contribution to the task's metric")
+    summary: TraceSummary
+    sites: dict[str, SiteTensorOut]
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+class _JobRequest(_Request):
+    task: TaskChoice | None = Field(None, description="default: the checkpoint's task")
+    seed: int = _seed()
+
+
+class AblationSpecIn(_Request):
+    sites: list[str] = Field(min_length=1, max_length=64, description='site names or globs ("memory.*")')
+    mode: Literal["zero", "mean", "resample"] = Field(
+        "zero", description="zero: 0; mean: the batch mean at that step; resample: another input's value")
+    steps: list[int] | None = Field(None, max_length=4096, description="timesteps to ablate (default all)")
+    elements: dict[str, list[int]] | None = Field(
+        None, max_length=8, description='elements per axis, e.g. {"slot": [3, 4]} or {"head": [0]} (default all)')
+    label: str | None = Field(None, max_length=200, description="a name for this ablation in the results")
+
+
+class AblationsRequest(_JobRequest):
+    samples: int = Field(32, ge=1, le=512)
+    specs: list[AblationSpecIn] | None = Field(None, max_length=256,
+                                                description="default: each recorded site on its own, zeroed")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"samples": 16, "seed": 0, "specs": [{"sites": ["memory.read"], "mode": "resample"},
+                                              {"sites": ["memory.read"], "mode": "zero", "steps": [5, 6]}]},
+    ]})
+
+
+class PatchingRequest(_JobRequest):
+    pairs: int = Field(8, ge=1, le=256, description="clean/corrupted pairs")
+    sites: list[str] | None = Field(None, max_length=64, description="default: every site")
+    direction: Literal["denoise", "noise"] = "denoise"
+    per_element: str | None = Field(None, max_length=32,
+                                    description='an axis ("slot", "head") to patch element by element (default whole sites)')
+    memory_budget_mb: int = Field(512, ge=16, le=16384)
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"pairs": 8, "direction": "denoise"}]})
+
+
+class GradientsRequest(_JobRequest):
+    samples: int = Field(16, ge=1, le=512)
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"samples": 16, "seed": 0}]})
+
+
+class ReportRequest(_JobRequest):
+    samples: int = Field(32, ge=2, le=512, description="at least 2: resample ablation swaps sequences")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"samples": 32, "seed": 0}]})
+
+
+class JobOut(BaseModel):
+    id: str
+    checkpoint_id: str
+    kind: JobKind
+    status: JobStatus
+    progress: float = Field(ge=0, le=1)
+    message: str | None = None
+    request: dict[str, Any] = Field(description="the normalised request (task resolved, defaults filled in)")
+    cached: bool = Field(description="the result was reused from an earlier identical job on the same bytes")
+    error: str | None = None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    result: Any = Field(None, description="the result, once done (only in GET /api/jobs/{job_id})")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e", "checkpoint_id": "3f2a9c0d1e4b5a67", "kind": "ablations",
+        "status": "running", "progress": 0.4, "message": None,
+        "request": {"task": {"name": "copy", "params": {"bits": 8}}, "seed": 0, "samples": 32, "specs": []},
+        "cached": False, "error": None, "created_at": "2025-01-01T12:00:00.000Z",
+        "started_at": "2025-01-01T12:00:00.100Z", "finished_at": None, "result": None,
+    }]})

@@ -1,0 +1,130 @@
+"""Checkpoint uploads: receive, validate with the safe loader, store content-addressed."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from mnemoscope.models.checkpoints import CheckpointError, load_checkpoint
+
+from ..errors import Invalid, NotFound
+from ..store import Store, now
+from .serialize import to_jsonable
+from .uploads import receive_upload, sanitize_name
+
+ID_LENGTH = 16  # hex digits of the sha256: the id is the content's name
+
+
+def checkpoint_id(sha256: str) -> str:
+    return sha256[:ID_LENGTH]
+
+
+def get_or_404(store: Store, checkpoint_id: str) -> dict:
+    record = store.get_checkpoint(checkpoint_id)
+    if record is None:
+        raise NotFound(f"no checkpoint with id {checkpoint_id!r}; GET /api/checkpoints lists them")
+    return record
+
+
+def file_suffix(head: bytes, filename: str) -> tuple[str, str]:
+    """(suffix the loader dispatches on, format name), from the content first and the
+    client's file name only when the content says nothing (both loaders are safe)."""
+    # safetensors first: its 8-byte header length can start with 0x80, like a pickle
+    if len(head) >= 9 and head[8:9] == b"{":
+        return ".safetensors", "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return ".pt", "torch"
+    lower = filename.lower()
+    for suffix in (".pt", ".pth", ".bin", ".ckpt", ".model"):
+        if lower.endswith(suffix):
+            return ".pt", "torch"
+    return ".safetensors", "safetensors"
+
+
+def validate(path: Path, display: str) -> dict:
+    """Load with the safe loader; every problem is a 422 naming the file and the fault."""
+    try:
+        loaded = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise Invalid(str(exc).replace(path.name, display)) from exc
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile file provokes, it is the file's fault
+        raise Invalid(f"{display}: not a loadable checkpoint ({type(exc).__name__}: {exc})".replace(path.name, display)) from exc
+    meta = loaded.meta
+    extra = to_jsonable(meta.extra) if meta.extra else None
+    if isinstance(extra, dict):  # importers record the file they read: that is our temp name, not the user's
+        extra = {k: display if v == path.name else v for k, v in extra.items()}
+    source = extra.get("imported_from") if isinstance(extra, dict) else None
+    name = meta.name if meta.name not in (path.name, path.stem) else ""
+    return {
+        "arch": meta.arch,
+        "config": to_jsonable(meta.config),
+        "task": to_jsonable(meta.task or {}),
+        "step": int(meta.step or 0),
+        "metrics": to_jsonable(meta.metrics or {}),
+        "extra": extra,
+        "meta_name": name,
+        "parameters": int(loaded.parameters),
+        "sites": [s.to_dict() for s in loaded.model.site_specs().values()],
+        "source": source if isinstance(source, str) else None,
+    }
+
+
+async def ingest(request: Request, store: Store, cap: int) -> tuple[dict, bool]:
+    """Stream, validate and store one upload. Returns (record, created). Nothing stays in
+    the store (not even a temp file) unless the checkpoint is valid."""
+    received = await receive_upload(request, store.new_tmp_path(".part"), cap)
+    staged = received.path
+    try:
+        existing = store.get_checkpoint_by_sha(received.sha256)
+        if existing is not None:
+            return existing, False
+        suffix, fmt = file_suffix(received.head, received.filename)
+        # the loader reads the suffix; the name stays ours (a uuid), never the client's
+        staged = received.path.with_suffix(suffix)
+        os.replace(received.path, staged)
+        info = await run_in_threadpool(validate, staged, received.filename)
+        record = {
+            "id": checkpoint_id(received.sha256),
+            "sha256": received.sha256,
+            "blob": f"{received.sha256}{suffix}",
+            "name": sanitize_name(info.pop("meta_name"), fallback="") or _stem(received.filename),
+            "filename": received.filename,
+            "size_bytes": received.size,
+            "format": fmt,
+            "created_at": now(),
+            **info,
+        }
+        return await run_in_threadpool(store.add_checkpoint, staged, record)
+    finally:
+        received.path.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+
+
+def _stem(filename: str) -> str:
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return stem or "checkpoint"
+
+
+def public(record: dict) -> dict:
+    """The record as the API shows it."""
+    return {
+        "id": record["id"],
+        "name": record["name"],
+        "filename": record["filename"],
+        "arch": record["arch"],
+        "config": record["config"],
+        "task": record["task"],
+        "step": record["step"],
+        "metrics": record["metrics"],
+        "parameters": record["parameters"],
+        "sha256": record["sha256"],
+        "size_bytes": record["size_bytes"],
+        "format": record["format"],
+        "source": record["source"],
+        "created_at": record["created_at"],
+        "verdict": record["verdict"],
+        "reliance_score": record["reliance_score"],
+        "report_job_id": record["report_job_id"],
+    }

@@ -1,0 +1,77 @@
+"""Which task a request runs: the checkpoint's own, with the request's overrides."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mnemoscope.models.tasks import Task, make_task
+
+from ..errors import Invalid
+
+
+def task_spec(record: dict, name: str | None, params: dict[str, Any] | None) -> dict:
+    """The full spec to build: the checkpoint's task, its params overridden by the request's;
+    naming a different task starts from that task's defaults."""
+    own = record.get("task") or {}
+    params = dict(params or {})
+    if name is None or name == own.get("name"):
+        name = own.get("name")
+        params = {**(own.get("params") or {}), **params}
+    if not name:
+        raise Invalid('this checkpoint records no task; name one in the request body, e.g. {"task": {"name": "copy"}}')
+    return {"name": name, "params": params}
+
+
+def resolve_task(record: dict, name: str | None, params: dict[str, Any] | None, *, max_int: int) -> Task:
+    """Build the task for a request, with 422s that say what to change."""
+    spec = task_spec(record, name, params)
+    try:
+        defaults = make_task({"name": spec["name"], "params": {}})
+    except ValueError as exc:
+        raise Invalid(f"task: {exc}") from exc
+    _check_types(spec, dataclasses.asdict(defaults.params), max_int)
+    try:
+        task = make_task(spec)
+    except Exception as exc:  # noqa: BLE001 - the task's own parameter checks
+        raise Invalid(f"task {spec['name']!r}: {exc}") from exc
+    check_fits(record, task)
+    return task
+
+
+def _check_types(spec: dict, defaults: dict, max_int: int) -> None:
+    for key, value in spec["params"].items():
+        if key not in defaults:
+            raise Invalid(f"task {spec['name']!r} has no parameter {key!r}; it has {sorted(defaults)}")
+        default = defaults[key]
+        kind = type(default)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif default is None:
+            ok = True
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise Invalid(f"task parameter {key!r} must be {kind.__name__}, got {value!r:.60}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > max_int:
+            raise Invalid(f"task parameter {key!r}={value} is larger than this server allows ({max_int})")
+
+
+def check_fits(record: dict, task: Task) -> None:
+    """The task's inputs and outputs must have the sizes the model was built for."""
+    config = record.get("config") or {}
+    # a model with an embedding takes token ids; its input_size (if any) is unused
+    keys = ("vocab_size", "output_size") if config.get("vocab_size") is not None else ("input_size", "output_size")
+    for key in keys:
+        want = config.get(key)
+        got = getattr(task, key, None)
+        if want is None or got is None:
+            continue
+        if int(want) != int(got):
+            raise Invalid(
+                f"task {task.name!r} with params {dataclasses.asdict(task.params)} has {key} {got}, "
+                f"but this {record.get('arch')} model was built for {key} {want}"
+            )

@@ -1,0 +1,94 @@
+"""Server settings: one object, filled from arguments and `MNEMOSCOPE_*` environment variables.
+
+    MNEMOSCOPE_DATA_DIR=/srv/mnemoscope MNEMOSCOPE_TOKEN=s3cret mnemoscope serve --host 0.0.0.0
+
+Lists (`cors_origins`) may be given as JSON (`["https://a.org"]`) or comma-separated.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GiB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MNEMOSCOPE_", extra="ignore", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Field(Path(".mnemoscope"), description="checkpoints, job results and the SQLite index")
+    max_upload_bytes: int = Field(2 * GiB, ge=1, description="uploads larger than this are refused (413) while reading")
+    token: SecretStr | None = Field(None, description="when set, mutating routes need `Authorization: Bearer <token>`")
+    workers: int = Field(2, ge=1, le=64, description="worker processes for ablation/patching/gradient/report jobs")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="CORS is off unless origins are listed")
+    allow_remote: bool = Field(False, description="bind a non-loopback address without a token anyway")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # limits that keep one request from monopolising the server
+    trace_max_samples: int = Field(16, ge=1, description="most sequences one trace may ask for")
+    trace_replicas: int = Field(2, ge=1, description="model copies per checkpoint, so traces run side by side")
+    max_task_param: int = Field(4096, ge=1, description="largest integer task parameter (sequence lengths) a request may set")
+    job_timeout_s: float = Field(3600.0, gt=0, description="a job running longer is stopped and marked failed")
+    cancel_grace_s: float = Field(3.0, ge=0, description="how long a cancelled job may take to stop before its worker is killed")
+    worker_threads: int = Field(1, ge=1, description="torch threads per worker process")
+    worker_nice: int = Field(5, ge=0, le=19, description="workers run at lower CPU priority so the API stays responsive")
+    dashboard: bool = Field(True, description="mount the dashboard at /dashboard/ when it is installed")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value):
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def token_value(self) -> str | None:
+        token = self.token
+        if token is None:
+            return None
+        # model_copy(update=...) skips validation, so a plain str can end up here
+        return token.get_secret_value() if isinstance(token, SecretStr) else str(token)
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only ever means this machine (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host.lower() == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def check_bind(settings: Settings) -> str | None:
+    """Why binding `settings.host` is refused, or None when it is allowed."""
+    if is_loopback(settings.host) or settings.token is not None or settings.allow_remote:
+        return None
+    return (
+        f"refusing to listen on {settings.host!r} without a token: anyone who can reach this address "
+        "could upload checkpoints, start jobs and delete data. Set MNEMOSCOPE_TOKEN=<secret> (clients then send "
+        "'Authorization: Bearer <secret>'), or pass --allow-remote if the network is trusted, or bind 127.0.0.1."
+    )
