@@ -1,0 +1,218 @@
+"""A stack of residual blocks mixing linear memory, selective SSM, sliding-window attention and MLPs.
+
+    h = embed(x)                                       # [B, T, d_model]
+    for each block i:  h = h + f_i(norm_i(h))          # pre-norm residual blocks, in config order
+    logits = head(norm_f(h))                           # [B, T, output_size]
+
+`blocks` is a list such as ["memory", "mlp", "attention", "mlp"]; block kinds:
+    memory     LinearMemory (models/linear_memory.py), rule and options from the config
+    ssm        SelectiveSSM (models/mamba.py), imported only when used
+    attention  SlidingWindowAttention (models/attention.py), window W
+    mlp        two-layer GELU MLP
+
+Sites. Each block's residual contribution f_i(norm_i(h)) is one site `layers.{i}.<kind>.out` [d_model]:
+    layers.{i}.memory.out, layers.{i}.ssm.out        kind "read": what memory hands the residual stream
+    layers.{i}.attention.out, layers.{i}.mlp.out     kind "bypass": the paths around memory
+so ablating memory versus local attention is one call each: `model.ablation("memory")` and
+`model.ablation("attention")` give the interventions zeroing every such block's contribution (and
+`record=["layers.*.memory.out"]` records them). Inside the blocks the layers' own sites appear under the
+same prefix: `layers.{i}.memory.read`, `layers.{i}.memory.attention`, `layers.{i}.attention.pattern`, ...
+
+Which sites are the memory path: those whose layer-local name (after `layers.{i}.`) starts with
+`memory.` or `ssm.` and whose kind is a memory kind (`is_memory_site`). Local attention's pattern has
+kind "attention" like memory's implicit attention, but sits under `attention.` and is not memory.
+
+`bypass_dropout` is stochastic depth on the non-memory blocks (attention, mlp) during training only:
+each sequence drops such a block's whole contribution with that probability (kept ones are scaled by
+1/(1-p)), so the network cannot lean on the bypass alone. The research on hybrids advises against
+putting attention blocks first; the order is the config's, so both can be tried.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .attention import SlidingWindowAttention
+from .linear_memory import LinearMemory
+from .registry import register
+from .sites import MEMORY_KINDS, Intervention, SiteModel, SiteSpec, output_spec, prefixed
+
+BLOCK_KINDS = ("memory", "ssm", "attention", "mlp")
+MEMORY_BLOCKS = ("memory", "ssm")
+NORMS = ("rms", "layer")
+
+
+@dataclass
+class SequenceConfig:
+    input_size: int | None = None  # continuous / one-hot input; ignored when vocab_size is set
+    vocab_size: int | None = None  # token ids [B, T] through an embedding
+    output_size: int = 8
+    d_model: int = 64
+    blocks: list[str] = field(default_factory=lambda: ["memory", "mlp"])
+    norm: str = "rms"
+    # memory blocks
+    heads: int = 4
+    d_key: int | None = None  # per head; default d_model // heads
+    d_value: int | None = None
+    rule: str = "delta"  # linear | retnet | gla | delta | gated_delta
+    gate: str = "scalar"  # gla only: scalar (per head) | vector (over d_key)
+    feature_map: str | None = None  # identity | silu | elu1; None = the rule's paper choice
+    normalize_qk: bool | None = None  # None = L2-normalise for the delta rules only
+    mode: str = "chunked"  # chunked | recurrent
+    chunk_size: int = 32
+    conv_size: int = 0  # short causal conv on q, k, v (DeltaNet/Zoology use 4); 0 = none
+    output_norm: bool = True
+    # attention blocks
+    window: int = 16
+    attention_heads: int | None = None  # default: heads
+    rope: bool = True
+    # ssm blocks
+    ssm_d_state: int = 16
+    ssm_d_conv: int = 4
+    ssm_expand: int = 2
+    ssm_dt_rank: int | None = None
+    # mlp blocks
+    mlp_ratio: int = 4
+    bypass_dropout: float = 0.0
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, ratio: int):
+        super().__init__()
+        self.up = nn.Linear(d_model, ratio * d_model)
+        self.down = nn.Linear(ratio * d_model, d_model)
+
+    def site_specs(self) -> list[SiteSpec]:
+        return []
+
+    def forward(self, x: Tensor, scope=None) -> Tensor:
+        return self.down(nn.functional.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, kind: str, mixer: nn.Module, d_model: int, norm: str):
+        super().__init__()
+        self.kind = kind
+        self.norm = nn.RMSNorm(d_model, eps=1e-5) if norm == "rms" else nn.LayerNorm(d_model)
+        self.mixer = mixer
+
+
+def out_site(i: int, kind: str) -> str:
+    """Name of block i's residual-contribution site."""
+    return f"layers.{i}.{kind}.out"
+
+
+def local_name(name: str) -> str:
+    """`layers.3.memory.read` -> `memory.read`; other names unchanged."""
+    parts = name.split(".")
+    return ".".join(parts[2:]) if len(parts) > 2 and parts[0] == "layers" and parts[1].isdigit() else name
+
+
+def is_memory_site(spec: SiteSpec) -> bool:
+    """True for the memory path: a memory/ssm layer's site of a memory kind (local attention is not)."""
+    return local_name(spec.name).startswith(("memory.", "ssm.")) and spec.kind in MEMORY_KINDS
+
+
+def _ssm_class():
+    try:
+        from .mamba import SelectiveSSM
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith("mamba"):
+            raise ValueError("block kind 'ssm' needs models/mamba.py (SelectiveSSM), which is not installed") from exc
+        raise
+    return SelectiveSSM
+
+
+@register
+class SequenceModel(SiteModel):
+    arch = "sequence"
+    Config = SequenceConfig
+
+    def __init__(self, config: SequenceConfig):
+        super().__init__(config)
+        c = config
+        unknown = [b for b in c.blocks if b not in BLOCK_KINDS]
+        if unknown or not c.blocks:
+            raise ValueError(f"blocks {list(c.blocks)!r}: each must be one of {BLOCK_KINDS} (at least one)")
+        if c.norm not in NORMS:
+            raise ValueError(f"unknown norm {c.norm!r}; choose one of {NORMS}")
+        if c.vocab_size is None and c.input_size is None:
+            raise ValueError("sequence model needs input_size (continuous input) or vocab_size (token ids)")
+        if not 0.0 <= c.bypass_dropout < 1.0:
+            raise ValueError(f"bypass_dropout must be in [0, 1), got {c.bypass_dropout}")
+        self.embed = nn.Embedding(c.vocab_size, c.d_model) if c.vocab_size is not None else nn.Linear(c.input_size, c.d_model)
+        self.layers = nn.ModuleList(Block(kind, self._mixer(kind), c.d_model, c.norm) for kind in c.blocks)
+        self.norm_f = nn.RMSNorm(c.d_model, eps=1e-5) if c.norm == "rms" else nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.output_size)
+
+    def _mixer(self, kind: str) -> nn.Module:
+        c = self.config
+        if kind == "memory":
+            return LinearMemory(c.d_model, c.heads, c.d_key, c.d_value, rule=c.rule, gate=c.gate,
+                                feature_map=c.feature_map, normalize_qk=c.normalize_qk, mode=c.mode,
+                                chunk_size=c.chunk_size, conv_size=c.conv_size, output_norm=c.output_norm)
+        if kind == "ssm":
+            return _ssm_class()(c.d_model, d_state=c.ssm_d_state, d_conv=c.ssm_d_conv, expand=c.ssm_expand,
+                                dt_rank=c.ssm_dt_rank)
+        if kind == "attention":
+            return SlidingWindowAttention(c.d_model, c.attention_heads or c.heads, c.window, rope=c.rope)
+        return MLP(c.d_model, c.mlp_ratio)
+
+    # -- contract ---------------------------------------------------------------------------
+    def site_specs(self) -> dict[str, SiteSpec]:
+        d = self.config.d_model
+        specs: list[SiteSpec] = []
+        for i, block in enumerate(self.layers):
+            specs += prefixed(f"layers.{i}", block.mixer.site_specs())
+            memory = block.kind in MEMORY_BLOCKS
+            specs.append(SiteSpec(out_site(i, block.kind), "read" if memory else "bypass", (d,), ("feature",),
+                                  doc=f"{block.kind} block {i}'s contribution to the residual stream"))
+        specs.append(output_spec(self.config.output_size))
+        return {s.name: s for s in specs}
+
+    def component_groups(self) -> dict[str, list[str]]:
+        # full module paths, so that "layers.1.mixer" never prefixes "layers.10.mixer"
+        groups: dict[str, list[str]] = {"memory": [], "attention": [], "mlp": []}
+        for i, block in enumerate(self.layers):
+            group = "memory" if block.kind in MEMORY_BLOCKS else block.kind
+            groups[group] += [f"layers.{i}.norm", f"layers.{i}.mixer"]
+        groups["embedding"] = ["embed"]
+        groups["output"] = ["norm_f", "head"]
+        return groups
+
+    # -- helpers for analysis -------------------------------------------------------------------
+    def block_sites(self, kind: str) -> list[str]:
+        """Residual-contribution sites of the blocks of one kind ("memory" covers memory and ssm)."""
+        kinds = MEMORY_BLOCKS if kind == "memory" else (kind,)
+        if kind not in BLOCK_KINDS:
+            raise ValueError(f"unknown block kind {kind!r}; choose one of {BLOCK_KINDS}")
+        return [out_site(i, b.kind) for i, b in enumerate(self.layers) if b.kind in kinds]
+
+    def ablation(self, kind: str, value: float | Tensor = 0.0, steps=None, rows=None) -> list[Intervention]:
+        """Interventions replacing every `kind` block's residual contribution (zero by default)."""
+        return [Intervention(name, value, steps=steps, rows=rows) for name in self.block_sites(kind)]
+
+    def memory_sites(self) -> list[str]:
+        """Names of the memory-path sites (see `is_memory_site`)."""
+        return [n for n, s in self.site_specs().items() if is_memory_site(s)]
+
+    # -- computation ----------------------------------------------------------------------------
+    def compute(self, x: Tensor) -> Tensor:
+        c = self.config
+        if c.vocab_size is not None:
+            if x.is_floating_point():
+                raise ValueError(f"this model takes token ids [B, T] (vocab_size={c.vocab_size}), got floats {tuple(x.shape)}")
+            h = self.embed(x.long())  # [B, T, d]
+        else:
+            if x.shape[-1] != c.input_size:
+                raise ValueError(f"expected inputs [B, T, {c.input_size}], got {tuple(x.shape)}")
+            h = self.embed(x)
+        for i, block in enumerate(self.layers):
+            r = block.mixer(block.norm(h), self.scope(f"layers.{i}"))  # [B, T, d]
+            if self.training and c.bypass_dropout > 0 and block.kind not in MEMORY_BLOCKS:
+                keep = (torch.rand(r.shape[0], 1, 1, device=r.device) >= c.bypass_dropout).to(r.dtype)
+                r = r * keep / (1.0 - c.bypass_dropout)
+            h = h + self.site_seq(out_site(i, block.kind), r)
+        return self.head(self.norm_f(h))  # [B, T, out]
