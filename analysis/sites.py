@@ -12,7 +12,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..models.sites import MEMORY_KINDS, SiteModel, SiteSpec, resolve_sites
+from ..models.sites import SiteModel, SiteSpec, resolve_sites
 
 
 def specs(model: SiteModel) -> dict[str, SiteSpec]:
@@ -36,8 +36,9 @@ def bypass_sites(model: SiteModel) -> list[str]:
 
 
 def memory_sites(model: SiteModel) -> list[str]:
-    """Every always-recorded site on the memory path (reads, weights, writes, states, attention)."""
-    return sites_of_kind(model, *MEMORY_KINDS)
+    """Every always-recorded site on the memory path (reads, weights, writes, states, a
+    memory layer's implicit attention; `SiteSpec.memory` leaves local attention out)."""
+    return [n for n, s in specs(model).items() if s.memory and not s.on_request]
 
 
 def distribution_sites(model: SiteModel) -> list[str]:

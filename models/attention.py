@@ -62,7 +62,7 @@ class SlidingWindowAttention(nn.Module):
     def site_specs(self) -> list[SiteSpec]:
         H = self.heads
         return [
-            SiteSpec("attention.pattern", "attention", (H, None), ("head", "key"), distribution=True,
+            SiteSpec("attention.pattern", "attention", (H, None), ("head", "key"), distribution=True, memory=False,
                      doc=f"local attention weights over the last {self.window} steps (not memory)"),
             SiteSpec("attention.heads", "bypass", (H, self.d_head), ("head", "feature"),
                      doc="local attention output per head, before the projection (not memory)"),

@@ -18,9 +18,8 @@ so ablating memory versus local attention is one call each: `model.ablation("mem
 `record=["layers.*.memory.out"]` records them). Inside the blocks the layers' own sites appear under the
 same prefix: `layers.{i}.memory.read`, `layers.{i}.memory.attention`, `layers.{i}.attention.pattern`, ...
 
-Which sites are the memory path: those whose layer-local name (after `layers.{i}.`) starts with
-`memory.` or `ssm.` and whose kind is a memory kind (`is_memory_site`). Local attention's pattern has
-kind "attention" like memory's implicit attention, but sits under `attention.` and is not memory.
+Which sites are the memory path: those with `SiteSpec.memory` (`is_memory_site`). Local attention's
+pattern has kind "attention" like memory's implicit attention, but declares `memory=False`.
 
 `bypass_dropout` is stochastic depth on the non-memory blocks (attention, mlp) during training only:
 each sequence drops such a block's whole contribution with that probability (kept ones are scaled by
@@ -37,7 +36,7 @@ from torch import Tensor, nn
 from .attention import SlidingWindowAttention
 from .linear_memory import LinearMemory
 from .registry import register
-from .sites import MEMORY_KINDS, Intervention, SiteModel, SiteSpec, output_spec, prefixed
+from .sites import Intervention, SiteModel, SiteSpec, output_spec, prefixed
 
 BLOCK_KINDS = ("memory", "ssm", "attention", "mlp")
 MEMORY_BLOCKS = ("memory", "ssm")
@@ -112,7 +111,7 @@ def local_name(name: str) -> str:
 
 def is_memory_site(spec: SiteSpec) -> bool:
     """True for the memory path: a memory/ssm layer's site of a memory kind (local attention is not)."""
-    return local_name(spec.name).startswith(("memory.", "ssm.")) and spec.kind in MEMORY_KINDS
+    return bool(spec.memory)
 
 
 def _ssm_class():

@@ -50,6 +50,9 @@ class SiteSpec:
         caller names them.
     distribution: the values along the last axis are non-negative and sum to one, so
         entropy and utilisation apply.
+    memory: whether the site lies on the memory path. Defaults to `kind in MEMORY_KINDS`;
+        local (sliding-window) attention sets it False: its pattern has kind "attention"
+        like a memory layer's implicit attention, but it is the competitor, not memory.
     """
 
     name: str
@@ -59,8 +62,11 @@ class SiteSpec:
     on_request: bool = False
     distribution: bool = False
     doc: str = ""
+    memory: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.memory is None:
+            object.__setattr__(self, "memory", self.kind in MEMORY_KINDS)
         if self.kind not in SITE_KINDS:
             raise ValueError(f"site {self.name!r}: unknown kind {self.kind!r}; known kinds: {SITE_KINDS}")
         if len(self.shape) != len(self.axes):
@@ -74,6 +80,7 @@ class SiteSpec:
             "axes": list(self.axes),
             "on_request": self.on_request,
             "distribution": self.distribution,
+            "memory": self.memory,
             "doc": self.doc,
         }
 
