@@ -13,6 +13,15 @@ from mnemoscope.server.services.uploads import BATCH_BYTES, MULTIPART_SLACK, rec
 BOUNDARY = b"----mnemoscope-test"
 
 
+def run_async(coro):
+    """asyncio.run in a thread of its own: a browser test's Playwright loop may still be
+    running in the main thread when this file runs, and asyncio.run refuses to nest."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _head(name: bytes = b"file", filename: bytes = b"m.safetensors") -> bytes:
     return (b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"" + name + b"\"; filename=\""
             + filename + b"\"\r\nContent-Type: application/octet-stream\r\n\r\n")
@@ -45,7 +54,7 @@ def _request(body: _Body, headers: dict | None = None) -> Request:
 
 def _receive(chunks, tmp_path, cap, headers=None):
     body = _Body(chunks)
-    return asyncio.run(receive_upload(_request(body, headers), tmp_path / "upload.part", cap)), body
+    return run_async(receive_upload(_request(body, headers), tmp_path / "upload.part", cap)), body
 
 
 def test_receives_and_hashes(tmp_path):
@@ -66,7 +75,7 @@ def test_the_cap_stops_reading_early(tmp_path):
 
     body = _Body(endless())
     with pytest.raises(TooLarge):
-        asyncio.run(receive_upload(_request(body), tmp_path / "u.part", cap))
+        run_async(receive_upload(_request(body), tmp_path / "u.part", cap))
     assert body.sent <= cap + BATCH_BYTES + MULTIPART_SLACK + 2 * len(chunk)
     assert list(tmp_path.iterdir()) == []  # the partial file is gone
 
@@ -74,7 +83,7 @@ def test_the_cap_stops_reading_early(tmp_path):
 def test_declared_length_over_the_cap_is_refused_before_reading(tmp_path):
     body = _Body([_head(), b"x" * 10, TAIL])
     with pytest.raises(TooLarge):
-        asyncio.run(receive_upload(_request(body, {"content-length": str(10**12)}), tmp_path / "u.part", 1024))
+        run_async(receive_upload(_request(body, {"content-length": str(10**12)}), tmp_path / "u.part", 1024))
     assert body.sent == 0
 
 
@@ -117,5 +126,5 @@ def test_client_disconnect_leaves_nothing(tmp_path):
         return next(sent)
 
     with pytest.raises(ClientDisconnect):
-        asyncio.run(receive_upload(_request(receive), tmp_path / "u.part", 4 << 20))  # file begun, then gone
+        run_async(receive_upload(_request(receive), tmp_path / "u.part", 4 << 20))  # file begun, then gone
     assert list(tmp_path.iterdir()) == []
