@@ -1,0 +1,482 @@
+"""Self-describing checkpoints: one `.safetensors` file holds the weights and everything
+needed to rebuild the model (architecture, config, task, step, metrics).
+
+    save_checkpoint("runs/ntm/final.safetensors", model, task=task.spec(), step=5000,
+                    metrics={"wrong_bits": 0.0})
+    ckpt = load_checkpoint("runs/ntm/final.safetensors")   # ckpt.model is in eval mode
+    inspect_checkpoint(path)                                # metadata only, no model built
+
+Safetensors metadata is a str -> str map, so every field is stored JSON-encoded under
+its own key (`format`, `format_version`, `arch`, `config`, `task`, `step`, `metrics`,
+`name`, `created_at`, `extra`).
+
+Files come from strangers (uploads to the server), so loading never runs code from the
+file: safetensors holds no code, and `.pt`/`.pth` files go through
+`torch.load(weights_only=True)` only. The safetensors header is parsed and checked here
+before the safetensors library sees the file, so a header that claims terabytes of
+tensors is rejected without allocating anything. Every problem is a `CheckpointError`
+(a ValueError) whose message names the file and what is wrong with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .registry import architecture, make_config
+from .sites import SiteModel
+
+FORMAT = "mnemoscope-checkpoint"
+FORMAT_VERSION = 1
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".model")
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # real headers are kilobytes; anything larger is hostile
+
+_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}
+_META_FIELDS = ("format", "format_version", "arch", "config", "task", "step", "metrics",
+                "name", "created_at", "extra")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as a checkpoint; the message says why."""
+
+
+@dataclass
+class CheckpointMeta:
+    arch: str
+    config: dict
+    task: dict = field(default_factory=dict)
+    step: int = 0
+    metrics: dict = field(default_factory=dict)
+    name: str = ""
+    created_at: str = ""
+    extra: dict | None = None
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: SiteModel  # eval mode, on the CPU
+    meta: CheckpointMeta
+    parameters: int
+    path: Path | None = None
+
+
+# -- saving ---------------------------------------------------------------------------------
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: SiteModel,
+    *,
+    task: Mapping | Any,
+    step: int = 0,
+    metrics: dict | None = None,
+    name: str | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write `model` and its description to `path` (a `.safetensors` file), atomically:
+    readers see the old file or the new one, never half of one. `task` is a task spec
+    dict (`task.spec()`); a Task object is accepted too."""
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_checkpoint writes .safetensors files; got {path.name!r}")
+    if not isinstance(model, SiteModel) or not model.arch:
+        raise ValueError(f"save_checkpoint needs a registered SiteModel, got {type(model).__name__}")
+    task_spec = task.spec() if hasattr(task, "spec") else dict(task)
+    meta = CheckpointMeta(
+        arch=model.arch,
+        config=model.config_dict(),
+        task=task_spec,
+        step=int(step),
+        metrics=_jsonable(metrics or {}),
+        name=name or f"{model.arch}-{task_spec.get('name', 'task')}",
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        extra=_jsonable(extra) if extra is not None else None,
+    )
+    metadata = {}
+    for key, value in meta.to_dict().items():
+        try:
+            metadata[key] = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint field {key!r} is not JSON-serialisable: {exc}") from exc
+    # clone: tensors sharing storage (tied weights, views) cannot go into safetensors
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    data = st_save(tensors, metadata=metadata)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    # makes the rename itself durable; not every platform can open a directory
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _jsonable(value: Any) -> Any:
+    """Tensors and numpy scalars to Python numbers; NaN/inf to None (JSON has neither)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+        return _jsonable(value)
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# -- loading --------------------------------------------------------------------------------
+
+def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
+    """Rebuild the model stored in `path`, in eval mode on the CPU.
+
+    `.safetensors`: mnemoscope's own format (see the module doc).
+    `.pt`/`.pth` (and other torch files): read with `torch.load(weights_only=True)`; either
+    a dict with the same fields as the safetensors metadata plus `state_dict`, or a raw
+    state dict that an importer recognises (pytorch-ntm).
+    """
+    path = Path(path)
+    kind = _file_kind(path)
+    if kind == "safetensors":
+        header, metadata = _read_safetensors_header(path)
+        meta = _meta_from_fields(path, metadata, decode_json=True)
+        tensors = _read_safetensors_tensors(path)
+        return _build(path, meta, tensors)
+    return _load_torch(path)
+
+
+def inspect_checkpoint(path: str | os.PathLike) -> CheckpointMeta:
+    """The metadata of a checkpoint without building the model or reading the weights
+    (torch files have to be unpickled and converted, so they are fully loaded)."""
+    path = Path(path)
+    if _file_kind(path) == "safetensors":
+        _, metadata = _read_safetensors_header(path)
+        meta = _meta_from_fields(path, metadata, decode_json=True)
+        _check_arch_and_config(path, meta)
+        return meta
+    return _load_torch(path).meta
+
+
+def _file_kind(path: Path) -> str:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path.name}: the file is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return "safetensors"
+    if suffix in TORCH_SUFFIXES:
+        return "torch"
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # safetensors first: its 8-byte header length can begin with 0x80, like a pickle
+    if head[8:9] == b"{":  # 8-byte length, then the JSON header
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"  # zip (torch >= 1.6) or a legacy pickle stream
+    raise CheckpointError(
+        f"{path.name}: unknown file type {suffix or '(no suffix)'!r}; expected a .safetensors "
+        f"checkpoint or a PyTorch file ({', '.join(TORCH_SUFFIXES)})"
+    )
+
+
+def _read_safetensors_header(path: Path) -> tuple[dict, dict]:
+    """The JSON header and its `__metadata__`, after checking that every tensor it
+    describes lies inside the file and matches its dtype and shape."""
+    size = path.stat().st_size
+    name = path.name
+    if size < 8:
+        raise CheckpointError(f"{name}: truncated safetensors file ({size} bytes; the 8-byte header length alone is missing)")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{name}: safetensors header claims {n} bytes (limit {MAX_HEADER_BYTES}); not a valid checkpoint")
+        if 8 + n > size:
+            raise CheckpointError(f"{name}: truncated safetensors file: header claims {n} bytes but only {size - 8} follow")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{name}: safetensors header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name}: safetensors header is not a JSON object")
+
+    data_bytes = size - 8 - n
+    end_max = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{name}: tensor {key!r}: header entry is not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in _DTYPE_BYTES:
+            raise CheckpointError(f"{name}: tensor {key!r}: unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise CheckpointError(f"{name}: tensor {key!r}: invalid shape {shape!r}")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
+            raise CheckpointError(f"{name}: tensor {key!r}: invalid data_offsets {offsets!r}")
+        begin, end = offsets
+        if end > data_bytes:
+            raise CheckpointError(
+                f"{name}: tensor {key!r} claims bytes {begin}..{end} but the file holds only {data_bytes} bytes "
+                "of tensor data (truncated or corrupt)"
+            )
+        expected = _DTYPE_BYTES[dtype] * math.prod(shape)
+        if end - begin != expected:
+            raise CheckpointError(
+                f"{name}: tensor {key!r}: {dtype} {tuple(shape)} needs {expected} bytes but its data_offsets span {end - begin}"
+            )
+        end_max = max(end_max, end)
+    if end_max != data_bytes:
+        raise CheckpointError(f"{name}: {data_bytes - end_max} bytes of tensor data belong to no tensor (corrupt file)")
+
+    metadata = header.get("__metadata__")
+    if metadata is None:
+        raise CheckpointError(
+            f"{name}: no metadata: a plain safetensors file of weights, not a mnemoscope checkpoint "
+            "(which records arch, config and task); convert it with `mnemoscope import`"
+        )
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{name}: __metadata__ must map strings to strings")
+    return header, metadata
+
+
+def _read_safetensors_tensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - the library's errors vary by version
+        raise CheckpointError(f"{path.name}: safetensors could not read the tensors: {exc}") from exc
+
+
+def _meta_from_fields(path: Path, fields: Mapping[str, Any], *, decode_json: bool) -> CheckpointMeta:
+    """Validate metadata (JSON strings from safetensors, or native values from a .pt dict)."""
+    name = path.name
+    values: dict[str, Any] = {}
+    for key in _META_FIELDS:
+        if key not in fields:
+            continue
+        value = fields[key]
+        if decode_json:
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"{name}: metadata field {key!r} is not valid JSON ({exc})") from exc
+        values[key] = value
+
+    fmt = values.get("format")
+    if fmt != FORMAT:
+        if fmt is None:
+            raise CheckpointError(f"{name}: metadata has no 'format' field; not a mnemoscope checkpoint")
+        raise CheckpointError(f"{name}: metadata format is {fmt!r}, expected {FORMAT!r}")
+    version = values.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{name}: checkpoint format version {version!r} is not supported (this mnemoscope reads version {FORMAT_VERSION})"
+        )
+    for key in ("arch", "config"):
+        if key not in values:
+            raise CheckpointError(f"{name}: metadata has no {key!r} field")
+    expected_types = {"arch": str, "config": dict, "task": dict, "step": int, "metrics": dict,
+                      "name": str, "created_at": str, "extra": (dict, type(None))}
+    for key, typ in expected_types.items():
+        if key in values and (not isinstance(values[key], typ) or isinstance(values[key], bool)):
+            want = "object" if typ is dict else getattr(typ, "__name__", "object or null")
+            raise CheckpointError(f"{name}: metadata field {key!r} should be {want}, got {values[key]!r:.80}")
+    return CheckpointMeta(**values)
+
+
+def _check_arch_and_config(path: Path, meta: CheckpointMeta):
+    try:
+        architecture(meta.arch)
+        return make_config(meta.arch, meta.config)
+    except ValueError as exc:  # unknown arch / unknown config keys: messages list the known ones
+        raise CheckpointError(f"{path.name}: {exc}") from exc
+    except TypeError as exc:
+        raise CheckpointError(f"{path.name}: invalid config for {meta.arch!r}: {exc}") from exc
+
+
+def _build(path: Path, meta: CheckpointMeta, tensors: Mapping[str, Tensor]) -> LoadedCheckpoint:
+    config = _check_arch_and_config(path, meta)
+    try:
+        model = architecture(meta.arch)(config)
+    except Exception as exc:  # noqa: BLE001 - a bad value (negative size, wrong type) in config
+        raise CheckpointError(f"{path.name}: cannot build {meta.arch!r} from config {meta.config}: {exc}") from exc
+    _check_tensors(path, model, tensors)
+    model.load_state_dict(dict(tensors), strict=True)
+    model.eval()
+    return LoadedCheckpoint(model, meta, _count_parameters(model), path)
+
+
+def _check_tensors(path: Path, model: SiteModel, tensors: Mapping[str, Tensor]) -> None:
+    name = path.name
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected}")
+        raise CheckpointError(f"{name}: tensors do not match a {model.arch!r} model with this config: " + "; ".join(parts))
+    for key, shape in expected.items():
+        got = tuple(tensors[key].shape)
+        if got != shape:
+            raise CheckpointError(f"{name}: tensor {key!r} has shape {got}, expected {shape} for this config")
+    for key, t in tensors.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{name}: tensor {key!r} has {bad} NaN or infinite values")
+
+
+def _count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- PyTorch files ----------------------------------------------------------------------------
+
+def _load_torch(path: Path) -> LoadedCheckpoint:
+    import pickle
+
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        # torch's own message suggests weights_only=False, the one thing never to do here
+        found = re.search(r"Unsupported [^\n]*?(?= was not|\n|$)", str(exc))
+        detail = f" ({found.group(0).strip().rstrip('.')})" if found else ""
+        if not re.search(r"global|class|reduce|build|function", str(exc), re.IGNORECASE):
+            raise CheckpointError(
+                f"{path.name}: could not read as a PyTorch file: not a valid weights-only pickle{detail}"
+            ) from exc
+        raise CheckpointError(
+            f"{path.name}: refused to unpickle: the file asks to run code or build objects other "
+            f"than tensors and plain containers{detail}. Only weights are loaded, never code."
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - corrupt zip, truncated stream, not torch at all
+        raise CheckpointError(f"{path.name}: could not read as a PyTorch file: {type(exc).__name__}: {exc}") from exc
+
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path.name}: a PyTorch file holding {type(obj).__name__}, expected a dict")
+    if "state_dict" in obj and ("arch" in obj or "format" in obj):
+        fields = {k: v for k, v in obj.items() if k != "state_dict"}
+        fields.setdefault("format", FORMAT)  # the dict's own fields say what it is
+        fields.setdefault("format_version", FORMAT_VERSION)
+        meta = _meta_from_fields(path, fields, decode_json=False)
+        sd = obj["state_dict"]
+        if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
+            raise CheckpointError(f"{path.name}: 'state_dict' must map names to tensors")
+        return _build(path, meta, sd)
+
+    if obj and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+        return _import_state_dict(path, dict(obj))
+    raise CheckpointError(
+        f"{path.name}: a PyTorch dict with keys {sorted(map(str, obj))[:8]}; expected a mnemoscope "
+        "checkpoint dict (arch, config, task, ..., state_dict) or a recognised state dict"
+    )
+
+
+def _import_state_dict(path: Path, sd: dict[str, Tensor]) -> LoadedCheckpoint:
+    try:
+        from .importers.pytorch_ntm import convert_state_dict, looks_like_pytorch_ntm
+    except ImportError:
+        looks_like_pytorch_ntm = None
+    if looks_like_pytorch_ntm is None or not looks_like_pytorch_ntm(list(sd)):
+        keys = sorted(sd)
+        shown = keys[:6] + (["..."] if len(keys) > 6 else [])
+        raise CheckpointError(
+            f"{path.name}: a raw state dict with no architecture or config ({len(keys)} tensors: {shown}); "
+            "no importer recognises it. Save a dict with arch, config, task and state_dict, or a "
+            ".safetensors checkpoint"
+        )
+    for key, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path.name}: tensor {key!r} has NaN or infinite values")
+    try:
+        model, info = convert_state_dict(sd)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the importer's shape/key complaints
+        raise CheckpointError(f"{path.name}: pytorch-ntm import failed: {exc}") from exc
+    info = dict(info or {})
+    known = {f.name for f in dataclasses.fields(CheckpointMeta)}
+    extra = {**(info.pop("extra", None) or {}), **{k: v for k, v in info.items() if k not in known}}
+    extra.setdefault("imported_from", "pytorch-ntm")
+    extra.setdefault("source_file", path.name)
+    meta = CheckpointMeta(
+        arch=model.arch,
+        config=model.config_dict(),
+        task=info.get("task", {}) or {},
+        step=int(info.get("step", 0) or 0),
+        metrics=info.get("metrics", {}) or {},
+        name=info.get("name") or path.stem,
+        created_at=info.get("created_at", ""),
+        extra=_jsonable(extra),
+    )
+    model.eval()
+    return LoadedCheckpoint(model, meta, _count_parameters(model), path)
+
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMeta",
+    "LoadedCheckpoint",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "inspect_checkpoint",
+]
