@@ -1,8 +1,9 @@
 """Training a model on a synthetic task, with an optional length curriculum, a checkpoint
 series and hooks for extra loss terms.
 
-    result = train(model, make_task("copy", max_length=10), steps=3000, lr=3e-3,
-                   curriculum=True, checkpoint_every=500, out_dir="runs/ntm-copy")
+    result = train(model, make_task("copy", max_length=10), steps=10_000, batch_size=32,
+                   lr=3e-3, min_lr=1e-4, target=0, eval_params={"min_length": 10},
+                   checkpoint_every=500, out_dir="runs/ntm-copy")
     result.final_metrics     # {"loss": ..., "train_loss": ..., "<task metric>": ...}
     result.checkpoints       # [runs/ntm-copy/step-000500.safetensors, ..., final.safetensors]
 
@@ -14,6 +15,16 @@ Gradient clipping: `clip` clips every gradient element to [-clip, clip] (value c
 as in Graves 2014 and Collier & Beel 2018's NTM implementation, which clip to 10);
 `clip_norm` additionally rescales the whole gradient to at most that global L2 norm
 (applied first). Either can be None.
+
+Measured (NTM, controller 100, 32 x 20 memory, random memory init, copy lengths 1-10,
+batch 32, Adam 3e-3 cosine-decayed to 1e-4 over 10,000 steps, clip 10, no curriculum,
+target 0 on 64 length-10 sequences; one core of a shared 2-core CPU): seeds 0-4 reached
+0 wrong bits after 1000, 2500, 1900, 6200 and 700 steps (3.5, 5.4, 4.9, 11.2 and 1.8
+minutes; seed 3 was under 0.1 wrong bits per sequence from step 3300). On 512 fresh
+length-10 sequences the finished models make 0.01-0.09 wrong bits per sequence.
+Without the decay a run sometimes found the solution and lost it again; with the length
+curriculum below (fraction 0.5, batch 16, constant lr) 2 of 3 seeds settled on a memory-free
+solution and had not left it after 4000 steps.
 
 Curriculum: short sequences first. `curriculum` is None/False (train on the task as
 given), True (a `LengthCurriculum()`: `max_length` grows linearly from the task's

@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("train", "train a model on a synthetic task, writing a checkpoint series"),
     "import": ("import_", "convert another project's checkpoint into mnemoscope's format"),
     "analyze": ("analyze", "does this checkpoint use its memory? ablations, patching, verdict"),
+    "zoo": ("zoo", "rebuild the bundled model zoo from its recipes, or list it"),
 }
 
 

@@ -1,0 +1,100 @@
+"""`mnemoscope zoo`: rebuild the bundled model zoo from its recipes, or list it.
+
+    mnemoscope zoo build                          # every recipe into the package's zoo/ folder
+    mnemoscope zoo build --out /tmp/zoo --only ntm-copy-short-bypass
+    mnemoscope zoo list                           # what each checkpoint shows, its verdict and score
+
+Recipes live in mnemoscope/models/zoo.py; the build trains each one from its seed on the CPU
+(one thread), analyses every checkpoint as `mnemoscope analyze` does and writes index.json.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..cli import CLIError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="retrain the zoo from its recipes and write index.json",
+                           description="retrain the zoo from its recipes and write index.json")
+    build.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: the installed package's zoo/ folder)")
+    build.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                       help="just these recipes (the other entries of an existing index.json are kept)")
+    build.add_argument("--progress", action="store_true", help="show a progress bar while training")
+    show = sub.add_parser("list", help="the zoo's checkpoints with their verdicts",
+                          description="the zoo's checkpoints with their verdicts")
+    show.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the bundled zoo)")
+    show.add_argument("--recipes", action="store_true", help="list the recipes instead")
+    show.add_argument("--markdown", action="store_true", help="the README's table, as Markdown")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...models import zoo
+
+    if args.zoo_command == "list":
+        if args.recipes:
+            for r in zoo.recipes():
+                remedies = ", ".join(f"{k}={v}" for k, v in r.remedies.items()) or "-"
+                print(f"{r.name:<36} {r.arch:<9} {r.task['name']:<19} {r.train['steps']:>5} steps  remedies: {remedies}")
+            return 0
+        try:
+            index = zoo.load_index(args.dir)
+        except FileNotFoundError as exc:
+            raise CLIError(str(exc)) from exc
+        if args.markdown:
+            print(markdown_table(index))
+            return 0
+        for e in index["checkpoints"]:
+            m, rel = e["metric"], e["reliance"]
+            print(f"{e['file']:<48} {rel['verdict']:<11} score {rel['score']:.2f}  "
+                  f"{m['name']} {m['clean']:.3g} (chance {m['chance']:.3g})")
+        return 0
+
+    try:
+        for name in args.only or ():
+            zoo.get_recipe(name)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    start = time.perf_counter()
+    try:
+        index = zoo.build_zoo(args.out, only=args.only, progress=args.progress)
+    except OSError as exc:
+        raise CLIError(f"cannot write the zoo: {exc}") from exc
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    out = args.out or zoo.default_zoo_dir()
+    total = sum((out / e["file"]).stat().st_size for e in index["checkpoints"])
+    print(f"[zoo] {len(index['checkpoints'])} checkpoints ({total / 1e6:.2f} MB) in {out}; "
+          f"built in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+def markdown_table(index: dict) -> str:
+    """One row per final checkpoint; a training series as one line per run under the table."""
+    rows = ["| checkpoint | remedy | metric (chance) | verdict | score (95% CI) | output change | memory share | what it shows |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for e in index["checkpoints"]:
+        if not e["final"]:
+            continue
+        m, rel = e["metric"], e["reliance"]
+        remedy = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in e["remedies"].items()) or "-"
+        share = "-" if rel["memory_share"] is None else f"{rel['memory_share']:.2f}"
+        lo, hi = (x + 0.0 for x in rel["ci95"])  # no "-0.00"
+        rows.append(f"| `{e['name']}` | {remedy} | {m['name'].replace('_', ' ')} {m['clean']:.3g} ({m['chance']:.3g}) | "
+                    f"**{rel['verdict']}** | {rel['score'] + 0.0:.2f} ({lo:.2f}-{hi:.2f}) | {rel['prob_change']:.3f} | "
+                    f"{share} | {e['shows']} |")
+    series: dict[str, list[dict]] = {}
+    for e in index["checkpoints"]:
+        if e["series"]:
+            series.setdefault(e["series"], []).append(e)
+    for name, run in series.items():
+        run = sorted(run, key=lambda e: e["step"])
+        steps = ", ".join(f"{e['step']}: {e['reliance']['score'] + 0.0:.2f} ({e['metric']['clean']:.3g})" for e in run)
+        verdicts = sorted({e["reliance"]["verdict"] for e in run})
+        rows.append(f"\nTraining series `{name}`, step: reliance score ({run[0]['metric']['name'].replace('_', ' ')}): "
+                    f"{steps}; verdicts: {', '.join(verdicts)}.")
+    return "\n".join(rows)
