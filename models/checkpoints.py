@@ -134,12 +134,12 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
-def _fsync_dir(directory: Path) -> None:
-    # makes the rename itself durable; not every platform can open a directory
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (not every platform can open a directory)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..models.checkpoints import fsync_dir
+
 SCHEMA_VERSION = 1
 UNFINISHED = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled")
@@ -75,20 +77,6 @@ _JOB_FIELDS = {"status", "progress", "message", "error", "started_at", "finished
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
