@@ -64,7 +64,9 @@ REMEDIES: tuple[Remedy, ...] = (
            "(a bandit there; a linear length schedule here)", "short sequences first",
            "--curriculum [--curriculum-fraction F]"),
     Remedy("ntm_stabilisers", "Collier & Beel 2018, 'Implementing Neural Turing Machines' (ICANN)",
-           "memory initialised to the constant 1e-6; every gradient element clipped to [-10, 10]",
+           "memory initialised to the constant 1e-6; every gradient element clipped to [-10, 10]. Caveat: "
+           "this NTM starts from all-zero weightings, so with a constant memory every slot receives the same "
+           "writes forever (the memory acts as one vector); the zoo uses memory_init='random'",
            "--memory-init constant --clip 10"),
     Remedy("dnc_fixes", "Csordás & Schmidhuber 2019, 'Improving Differentiable Neural Computers "
            "Through Memory Masking, De-allocation, and Link Distribution Sharpness Control' (ICLR)",

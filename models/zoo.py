@@ -110,23 +110,23 @@ HYBRID = {"d_model": 32, "heads": 8, "conv_size": 4, "chunk_size": 64, "rule": "
 RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="ntm-copy-big-controller",
-        arch="ntm", config={**NTM_SHORT, "controller_size": 128}, task=SHORT_COPY, train=NTM_SHORT_TRAIN,
-        shows="controller bypass: on copies of 1-3 vectors a 128-unit LSTM controller keeps the sequence in "
+        arch="ntm", config={**NTM_SHORT, "controller_size": 256}, task=SHORT_COPY, train=NTM_SHORT_TRAIN,
+        shows="controller bypass: on copies of 1-3 vectors a 256-unit LSTM controller keeps the sequence in "
               "its own state; memory is written and read, but the outputs ignore what is read",
         expect="decorative",
     ),
     Recipe(
         name="ntm-copy-bypass-dropout",
-        arch="ntm", config={**NTM_SHORT, "controller_size": 128}, task=SHORT_COPY, train=NTM_SHORT_TRAIN,
-        remedies={"bypass_dropout": 0.9}, pair="ntm-copy-big-controller", series=10,
+        arch="ntm", config={**NTM_SHORT, "controller_size": 256}, task=SHORT_COPY, train=NTM_SHORT_TRAIN,
+        remedies={"bypass_dropout": 0.9}, pair="ntm-copy-big-controller",
         shows="the same model, data and seed with bypass dropout 0.9 (the controller's path into the output "
               "is dropped for 90% of training sequences): the answer comes through memory. The zoo's own "
-              "trained copy NTM, with 10 checkpoints of its run to follow reliance through training",
+              "trained copy NTM",
         expect="functional",
     ),
     Recipe(
         name="ntm-copy-reconstruction",
-        arch="ntm", config={**NTM_SHORT, "controller_size": 128}, task=SHORT_COPY, train=NTM_SHORT_TRAIN,
+        arch="ntm", config={**NTM_SHORT, "controller_size": 256}, task=SHORT_COPY, train=NTM_SHORT_TRAIN,
         remedies={"reconstruction_loss": 1.0, "reconstruction_horizon": 6}, pair="ntm-copy-big-controller",
         shows="the same with the auxiliary reconstruction loss (Trinh et al. 2018): a decoder must recover "
               "the last 6 inputs from the memory reads, so the reads carry the sequence -- does the output "
@@ -135,9 +135,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="ntm-copy-small-controller",
         arch="ntm", config=NTM_SHORT, task=SHORT_COPY, train=NTM_SHORT_TRAIN,
-        remedies={"controller_size": 16}, pair="ntm-copy-big-controller",
+        remedies={"controller_size": 16}, pair="ntm-copy-big-controller", series=10,
         shows="the same with a 16-unit controller (Santoro et al. 2016's 'hamstringing'), too small to hold "
-              "the sequence itself: it leans on memory but has not learnt the task in this budget",
+              "the sequence itself, so it has to use memory; 10 checkpoints of its run follow reliance "
+              "through training",
     ),
     Recipe(
         name="dnc-associative-recall",

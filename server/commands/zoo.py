@@ -94,7 +94,10 @@ def markdown_table(index: dict) -> str:
     for name, run in series.items():
         run = sorted(run, key=lambda e: e["step"])
         steps = ", ".join(f"{e['step']}: {e['reliance']['score'] + 0.0:.2f} ({e['metric']['clean']:.3g})" for e in run)
-        verdicts = sorted({e["reliance"]["verdict"] for e in run})
+        verdicts: list[str] = []
+        for e in run:
+            if not verdicts or verdicts[-1] != e["reliance"]["verdict"]:
+                verdicts.append(e["reliance"]["verdict"])
         rows.append(f"\nTraining series `{name}`, step: reliance score ({run[0]['metric']['name'].replace('_', ' ')}): "
-                    f"{steps}; verdicts: {', '.join(verdicts)}.")
+                    f"{steps}; verdicts: {' -> '.join(verdicts)}.")
     return "\n".join(rows)
