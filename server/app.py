@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnemoscope import __version__
 
-from .errors import ServiceError
+from .errors import ServiceError, StartupError
 from .jobs import JobManager
 from .middleware import BodyLimit
 from .routers import checkpoints, health, jobs
@@ -95,11 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
+    # A dashboard that cannot mount stops the server: serving the API with 404s at
+    # /dashboard/ hides the cause from the user, who came for the dashboard.
     try:
         from mnemoscope.dashboard.app import mount_dashboard
-    except ImportError as exc:  # dashboard (or dash / a2wsgi) not installed: the API works on its own
-        log.warning("dashboard not mounted: %s", exc)
-        return
+    except ImportError as exc:
+        raise StartupError(
+            f"the dashboard cannot be mounted: {exc}. Reinstall mnemoscope (`pip install -e .` installs what "
+            "the dashboard needs), or set MNEMOSCOPE_DASHBOARD=false to serve the API alone"
+        ) from exc
     mount_dashboard(app, settings)
 
 

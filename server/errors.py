@@ -30,3 +30,8 @@ class UnsupportedMedia(ServiceError):
 
 class Unavailable(ServiceError):
     status_code = 503
+
+
+class StartupError(RuntimeError):
+    """The server cannot start as configured (e.g. the dashboard cannot be mounted); the
+    command line prints the message and exits instead of serving a half-working app."""

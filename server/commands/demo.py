@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import create_app
+    from ..errors import StartupError
 
     torch.set_num_threads(settings.worker_threads)
     sock = bind(settings.host, settings.port)
@@ -175,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         sock.close()
         raise CLIError(f"cannot use data directory {settings.data_dir}: {exc}") from exc
+    except StartupError as exc:
+        sock.close()
+        raise CLIError(str(exc)) from exc
     except BaseException:
         sock.close()
         raise

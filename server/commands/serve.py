@@ -45,12 +45,15 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import create_app
+    from ..errors import StartupError
 
     torch.set_num_threads(settings.worker_threads)  # traces run in this process; jobs in workers
     try:
         app = create_app(settings)
     except OSError as exc:
         raise CLIError(f"cannot use data directory {settings.data_dir}: {exc}") from exc
+    except StartupError as exc:
+        raise CLIError(str(exc)) from exc
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=5)
     return 0
