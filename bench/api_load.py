@@ -64,7 +64,7 @@ def start_server(data_dir: Path, workers: int, log) -> tuple[subprocess.Popen, s
     port = free_port()
     env = {**os.environ, "MNEMOSCOPE_DASHBOARD": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mnemoscope.server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
+        [sys.executable, "-m", "mnemoscope.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
          "--workers", str(workers), "--log-level", "warning"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )

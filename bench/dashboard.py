@@ -118,7 +118,7 @@ def demo_checkpoint(folder: Path) -> Path:
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen:
     env = dict(os.environ, MNEMOSCOPE_LOG_LEVEL="warning", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "mnemoscope.server.cli", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "mnemoscope.cli", "serve", "--port", str(port),
                              "--data-dir", str(data_dir), "--workers", "1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

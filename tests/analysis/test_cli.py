@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from mnemoscope.server.cli import main
+from mnemoscope.cli import main
 
 
 def test_analyze_pytorch_ntm_json(pytorch_ntm_file, capsys):

@@ -149,7 +149,7 @@ def live_server(tmp_path_factory):
     env = dict(os.environ, MNEMOSCOPE_LOG_LEVEL="warning", PYTHONUNBUFFERED="1", MNEMOSCOPE_WORKER_NICE="0")
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mnemoscope.server.cli", "serve", "--port", str(port), "--data-dir", str(data / "store"),
+        [sys.executable, "-m", "mnemoscope.cli", "serve", "--port", str(port), "--data-dir", str(data / "store"),
          "--workers", "1"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )

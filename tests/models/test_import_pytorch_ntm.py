@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mnemoscope.models import Intervention, run_with_sites
 from mnemoscope.models.importers.pytorch_ntm import convert_state_dict, import_file, looks_like_pytorch_ntm
 from mnemoscope.models.ntm import NTM, NTMConfig
-from mnemoscope.server.cli import main as cli_main
+from mnemoscope.cli import main as cli_main
 
 BITS = 8
 

@@ -20,7 +20,7 @@ from mnemoscope.models.remedies import (
 from mnemoscope.models.sites import run_with_sites
 from mnemoscope.models.tasks import make_task
 from mnemoscope.models.training import train
-from mnemoscope.server.cli import main
+from mnemoscope.cli import main
 
 
 def tiny_ntm(task, **extra):

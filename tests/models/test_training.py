@@ -9,7 +9,7 @@ from mnemoscope.models.checkpoints import load_checkpoint
 from mnemoscope.models.tasks import make_task
 from mnemoscope.models.tasks.base import Batch, BitsTask, generator
 from mnemoscope.models.training import LengthCurriculum, train
-from mnemoscope.server.cli import main
+from mnemoscope.cli import main
 
 
 @dataclass

@@ -151,7 +151,7 @@ def test_build_is_reproducible_and_only_keeps_other_entries(tmp_path, monkeypatc
 
 
 def test_zoo_cli_list(capsys, index):
-    from mnemoscope.server.cli import main
+    from mnemoscope.cli import main
 
     assert main(["zoo", "list"]) == 0
     out = capsys.readouterr().out

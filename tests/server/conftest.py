@@ -138,7 +138,7 @@ class LiveServer:
 
     def start(self, timeout: float = 90.0) -> "LiveServer":
         self.port = free_port()
-        cmd = [sys.executable, "-m", "mnemoscope.server.cli", "serve", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "mnemoscope.cli", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir), "--workers", str(self.workers),
                "--log-level", "warning"]
         self._log = open(self.log_path, "ab")

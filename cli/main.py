@@ -1,11 +1,13 @@
-"""`mnemoscope` command line: one sub-command per module in server/commands/."""
+"""`mnemoscope` command line: the parser and `main`, one sub-command per module in cli/commands/."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-# name -> (module under mnemoscope.server.commands, one-line help)
+from .errors import CLIError
+
+# name -> (module under mnemoscope.cli.commands, one-line help)
 COMMANDS = {
     "demo": ("demo", "start the server with the bundled model zoo and open the dashboard"),
     "serve": ("serve", "start the REST API and dashboard server"),
@@ -14,22 +16,14 @@ COMMANDS = {
     "analyze": ("analyze", "does this checkpoint use its memory? ablations, patching, verdict"),
     "zoo": ("zoo", "rebuild the bundled model zoo from its recipes, or list it"),
 }
-
-
-class CLIError(Exception):
-    """A user mistake: printed as one line, exit status 2."""
+COMMANDS_PACKAGE = f"{__package__}.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnemoscope", description="Does this network really use its memory?")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"mnemoscope.server.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mnemoscope.server.commands.{module}":
-                raise
-            continue  # command not built yet
+        mod = importlib.import_module(f"{COMMANDS_PACKAGE}.{module}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
@@ -46,10 +40,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    # Run through the package module so commands and this file share one CLIError class.
-    from mnemoscope.server.cli import main as package_main
-
-    sys.exit(package_main())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import CLIError
+from ..errors import CLIError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from ..settings import Settings
+    from mnemoscope.server.settings import Settings
 
     overrides = {key: value for key, value in {
         "host": args.host, "port": args.port, "data_dir": args.data_dir, "workers": args.workers,
@@ -34,7 +34,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..settings import check_bind
+    from mnemoscope.server.settings import check_bind
 
     settings = settings_from_args(args)
     refusal = check_bind(settings)
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from ..app import create_app
-    from ..errors import StartupError
+    from mnemoscope.server.app import create_app
+    from mnemoscope.server.errors import StartupError
 
     torch.set_num_threads(settings.worker_threads)  # traces run in this process; jobs in workers
     try:

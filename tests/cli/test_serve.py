@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnemoscope.server import cli
-from mnemoscope.server.commands import serve
+from mnemoscope import cli
+from mnemoscope.cli.commands import serve
 
 
 def test_non_loopback_without_token_is_refused(monkeypatch, capsys, tmp_path):

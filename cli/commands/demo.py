@@ -21,7 +21,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from ..cli import CLIError
+from ..errors import CLIError
 from . import serve
 
 
@@ -44,9 +44,9 @@ def register_file(store, path: Path) -> tuple[dict, bool]:
     """Put one local checkpoint into the store as an upload of it would: safe-loader
     validation, content-addressed. Returns (record, created); the same bytes again are found,
     not copied."""
-    from ..services.checkpoints import checkpoint_id, validate
-    from ..services.uploads import sanitize_name
-    from ..store import now
+    from mnemoscope.server.services.checkpoints import checkpoint_id, validate
+    from mnemoscope.server.services.uploads import sanitize_name
+    from mnemoscope.server.store import now
 
     digest = sha256_file(path)
     existing = store.get_checkpoint_by_sha(digest)
@@ -76,7 +76,7 @@ def register_file(store, path: Path) -> tuple[dict, bool]:
 
 def register_zoo(store, zoo_dir: Path | None = None) -> tuple[list[dict], int]:
     """Every zoo checkpoint in the store, in index order. Returns (records, newly added)."""
-    from ...models.zoo import zoo_files
+    from mnemoscope.models.zoo import zoo_files
 
     try:
         files = zoo_files(zoo_dir)
@@ -96,8 +96,8 @@ def register_zoo(store, zoo_dir: Path | None = None) -> tuple[list[dict], int]:
 def queue_reports(app, records: list[dict]) -> int:
     """A report job for each zoo checkpoint that has no verdict yet (an identical job
     already queued or running is reused, a stored result is reused at once)."""
-    from ..schemas import ReportRequest
-    from ..services import jobs as job_service
+    from mnemoscope.server.schemas import ReportRequest
+    from mnemoscope.server.services import jobs as job_service
 
     store, manager, settings = app.state.store, app.state.jobs, app.state.settings
     queued = 0
@@ -153,7 +153,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..settings import check_bind
+    from mnemoscope.server.settings import check_bind
 
     settings = serve.settings_from_args(args)
     refusal = check_bind(settings)
@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from ..app import create_app
-    from ..errors import StartupError
+    from mnemoscope.server.app import create_app
+    from mnemoscope.server.errors import StartupError
 
     torch.set_num_threads(settings.worker_threads)
     sock = bind(settings.host, settings.port)

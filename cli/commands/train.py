@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ..cli import CLIError
+from ..errors import CLIError
 
 # Small, quick defaults for learning copy-like tasks on a CPU; the architectures' own
 # defaults follow the papers. NTM: 32 slots train about twice as fast as the paper's 128
@@ -102,9 +102,9 @@ def add_remedy_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ...models.registry import architecture
-    from ...models.tasks import make_task
-    from ...models.training import LengthCurriculum, resolve_device, train
+    from mnemoscope.models.registry import architecture
+    from mnemoscope.models.tasks import make_task
+    from mnemoscope.models.training import LengthCurriculum, resolve_device, train
 
     try:
         resolve_device(args.device)
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
 def remedy_config(args: argparse.Namespace, cls: type, given: dict) -> dict:
     """Config fields set by the remedy options; a clash with --model-param is an error."""
-    from ...models.remedies import config_remedies
+    from mnemoscope.models.remedies import config_remedies
 
     try:
         wanted = config_remedies(cls.Config, args.arch, bypass_dropout=getattr(args, "bypass_dropout", None),
@@ -201,7 +201,7 @@ def remedy_loss(args: argparse.Namespace, model, task) -> tuple:
     weight = getattr(args, "reconstruction_loss", None)
     if weight is None:
         return None, ()
-    from ...models.remedies import reconstruction_loss
+    from mnemoscope.models.remedies import reconstruction_loss
 
     try:
         loss = reconstruction_loss(model, task, horizon=args.reconstruction_horizon, weight=weight)

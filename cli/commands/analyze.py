@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import CLIError
+from ..errors import CLIError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

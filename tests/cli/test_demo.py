@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from mnemoscope.models.zoo import load_index
-from mnemoscope.server.commands import demo
+from mnemoscope.cli.commands import demo
 from mnemoscope.server.store import Store
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ class Demo:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MNEMOSCOPE_DASHBOARD": "false", "MNEMOSCOPE_TOKEN": ""}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mnemoscope.server.cli", "demo", "--no-browser", "--port", str(self.port),
+            [sys.executable, "-m", "mnemoscope.cli", "demo", "--no-browser", "--port", str(self.port),
              "--data-dir", str(data_dir), "--workers", "1", "--log-level", "warning", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []
@@ -112,14 +112,14 @@ def test_busy_port_is_a_clear_error(tmp_path):
         s.listen()
         port = s.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "mnemoscope.server.cli", "demo", "--no-browser", "--port", str(port),
+            [sys.executable, "-m", "mnemoscope.cli", "demo", "--no-browser", "--port", str(port),
              "--data-dir", str(tmp_path / "d")],
             capture_output=True, text=True, timeout=120, env={**os.environ, "MNEMOSCOPE_DASHBOARD": "false"})
     assert done.returncode == 2 and "Choose another --port" in done.stderr
 
 
 def test_remote_bind_needs_a_token_or_the_flag(tmp_path, capsys, monkeypatch):
-    from mnemoscope.server import cli
+    from mnemoscope import cli
 
     monkeypatch.delenv("MNEMOSCOPE_TOKEN", raising=False)
     assert cli.main(["demo", "--host", "0.0.0.0", "--no-browser", "--data-dir", str(tmp_path)]) == 2

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..cli import CLIError
+from ..errors import CLIError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...models import zoo
+    from mnemoscope.models import zoo
 
     if args.zoo_command == "list":
         if args.recipes:
