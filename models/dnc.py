@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register
 from .sites import SiteModel, SiteSpec, output_spec
 
 EPS = 1e-6  # keeps cosine similarity finite on all-zero words, and sharpening off 0 ** s
@@ -236,7 +235,6 @@ class InterfaceSplit:
         return out
 
 
-@register
 class DNC(SiteModel):
     arch = "dnc"
     Config = DNCConfig

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .registry import register
 from .sites import SiteModel, SiteSpec, output_spec
 
 
@@ -18,7 +17,6 @@ class LSTMConfig:
     num_layers: int = 1
 
 
-@register
 class LSTM(SiteModel):
     arch = "lstm"
     Config = LSTMConfig

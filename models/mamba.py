@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register
 from .sites import SiteModel, SiteScope, SiteSpec, output_spec, prefixed
 
 
@@ -276,7 +275,6 @@ class MambaModelConfig:
     norm_eps: float = 1e-5
 
 
-@register
 class Mamba(SiteModel):
     """embeddings -> n_layer x (h + mixer(RMSNorm(h))) -> norm_f -> lm_head, as MambaForCausalLM."""
 

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register
 from .sites import SiteModel, SiteSpec, output_spec
 
 MEMORY_INITS = ("constant", "learned", "random")
@@ -162,7 +161,6 @@ class Controller(nn.Module):
         return out[0], state
 
 
-@register
 class NTM(SiteModel):
     arch = "ntm"
     Config = NTMConfig

@@ -1,37 +1,43 @@
-"""Architecture registry: name -> SiteModel subclass, and building one from a config dict."""
+"""Architecture registry: name -> SiteModel subclass, and building one from a config dict.
+
+The registry names each architecture's module and class and imports it on first use; the
+architecture modules never import the registry, so nothing here is circular and importing
+`mnemoscope.models` does not load every architecture.
+"""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 from .sites import SiteModel
 
-ARCHITECTURES: dict[str, type[SiteModel]] = {}
+# name -> "module:Class", the module relative to this package; the class's `arch` is the name
+ARCHITECTURES: dict[str, str] = {
+    "lstm": "lstm:LSTM",
+    "ntm": "ntm:NTM",
+    "dnc": "dnc:DNC",
+    "mamba": "mamba:Mamba",
+    "sequence": "sequence:SequenceModel",
+}
 
 
-def register(cls: type[SiteModel]) -> type[SiteModel]:
-    """Class decorator: make an architecture loadable by name from checkpoints."""
-    if not cls.arch:
-        raise ValueError(f"{cls.__name__} has no `arch` name")
-    ARCHITECTURES[cls.arch] = cls
+def _load(arch: str) -> type[SiteModel]:
+    module_name, class_name = ARCHITECTURES[arch].split(":")
+    cls = getattr(importlib.import_module(f"{__package__}.{module_name}"), class_name)
+    if cls.arch != arch:  # a checkpoint stores `arch`: the name must round-trip
+        raise RuntimeError(f"registry entry {arch!r} -> {ARCHITECTURES[arch]} has arch {cls.arch!r}")
     return cls
 
 
-# Modules whose import registers architectures; loaded lazily so `registry` has no cycle.
-ARCHITECTURE_MODULES = ("lstm", "ntm", "dnc", "mamba", "sequence")  # helpers add: "ntm", "dnc", "sequence"
-
-
-def _load_all() -> None:
-    import importlib
-
-    for name in ARCHITECTURE_MODULES:
-        importlib.import_module(f"{__package__}.{name}")
+def _load_all() -> dict[str, type[SiteModel]]:
+    """Every architecture class by name (imports all of them)."""
+    return {name: _load(name) for name in ARCHITECTURES}
 
 
 def architecture(arch: str) -> type[SiteModel]:
-    _load_all()
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch]
+    return _load(arch)
 
 
 def make_config(arch: str, config: dict):

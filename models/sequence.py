@@ -35,7 +35,6 @@ from torch import Tensor, nn
 
 from .attention import SlidingWindowAttention
 from .linear_memory import LinearMemory
-from .registry import register
 from .sites import Intervention, SiteModel, SiteSpec, output_spec, prefixed
 
 BLOCK_KINDS = ("memory", "ssm", "attention", "mlp")
@@ -124,7 +123,6 @@ def _ssm_class():
     return SelectiveSSM
 
 
-@register
 class SequenceModel(SiteModel):
     arch = "sequence"
     Config = SequenceConfig
