@@ -23,7 +23,7 @@ import torch
 
 from mnemoscope.models import build_model, run_with_sites
 from mnemoscope.models.tasks import make_task
-from mnemoscope.models.training import train
+from mnemoscope.models.training import TrainConfig, train
 
 TASK = dict(vocab_size=64, seq_len=64, num_pairs=8)
 COMMON = dict(d_model=64, heads=2, conv_size=4, chunk_size=64, ssm_d_state=16, ssm_expand=2)
@@ -53,8 +53,8 @@ def run_one(name: str, args) -> dict:
     torch.manual_seed(args.seed)
     model = build_model("sequence", config)
     start = time.perf_counter()
-    result = train(model, task, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                   clip=None, clip_norm=1.0, eval_size=args.eval_size, progress=False)
+    result = train(model, task, TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                            clip=None, clip_norm=1.0, eval_size=args.eval_size, progress=False))
     seconds = time.perf_counter() - start
     batch = task.sample(args.eval_size, seed=12345)  # held out: not the training or the trainer's eval seeds
     row = {

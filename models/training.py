@@ -1,15 +1,15 @@
 """Training a model on a synthetic task, with an optional length curriculum, a checkpoint
 series and hooks for extra loss terms.
 
-    result = train(model, make_task("copy", max_length=10), steps=10_000, batch_size=32,
-                   lr=3e-3, min_lr=1e-4, target=0, eval_params={"min_length": 10},
-                   checkpoint_every=500, out_dir="runs/ntm-copy")
+    config = TrainConfig(steps=10_000, batch_size=32, lr=3e-3, min_lr=1e-4, target=0,
+                         eval_params={"min_length": 10}, checkpoint_every=500, out_dir="runs/ntm-copy")
+    result = train(model, make_task("copy", max_length=10), config)
     result.final_metrics     # {"loss": ..., "train_loss": ..., "<task metric>": ...}
     result.checkpoints       # [runs/ntm-copy/step-000500.safetensors, ..., final.safetensors]
 
 Determinism: batches are drawn with `task.sample(batch_size, seed=<from seed and step>)`
 and torch's RNG is seeded with `seed` at the start, so on the CPU the same model init,
-task and arguments give bit-identical weights. (CUDA kernels may not be deterministic.)
+task and config give bit-identical weights. (CUDA kernels may not be deterministic.)
 
 Gradient clipping: `clip` clips every gradient element to [-clip, clip] (value clipping,
 as in Graves 2014 and Collier & Beel 2018's NTM implementation, which clip to 10);
@@ -33,11 +33,13 @@ with its own parameter/start/end/fraction, or any function `(step, steps) -> dic
 task-parameter overrides for that step (step counts from 0). The eval batch always uses
 the task as given (plus `eval_params`), never the curriculum.
 
-Extra loss terms: `extra_loss(model, batch, logits, trace) -> scalar tensor` is added to
-the task loss each step. The sites named in `record` are recorded with
-`hooks(model, record=record, keep_grad=True)`, so `trace["memory.read"]` is still in the
-autograd graph (an auxiliary reconstruction loss from memory reads, for instance).
-An `extra_loss` that is a `torch.nn.Module` has its parameters trained with the model's.
+Extra loss terms: `train(..., extra_loss=fn, record=sites)` with
+`fn(model, batch, logits, trace) -> scalar tensor` adds it to the task loss each step. The
+sites named in `record` are recorded with `hooks(model, record=record, keep_grad=True)`, so
+`trace["memory.read"]` is still in the autograd graph (an auxiliary reconstruction loss from
+memory reads, for instance). An `extra_loss` that is a `torch.nn.Module` has its parameters
+trained with the model's. These are objects, not options, so they are arguments of
+`train()` beside the `TrainConfig`.
 """
 from __future__ import annotations
 
@@ -97,6 +99,70 @@ def _paired_minimum(params: Any, param: str) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of `train()`, once, with its default. `mnemoscope train` and the zoo's
+    recipes build one; `dataclasses.replace(config, ...)` derives a variant."""
+
+    # -- the run: `steps` optimiser steps, each on `batch_size` fresh sequences. `seed` seeds
+    #    torch's RNG at the start and every training batch, so a config trains the same
+    #    weights every time (on the CPU).
+    steps: int
+    batch_size: int = 16
+    seed: int = 0
+
+    # -- the optimiser: "adam" (lr ~1e-3..3e-3) or "rmsprop" (Graves 2014: lr 1e-4, momentum
+    #    0.9, alpha 0.95; `momentum` is used by rmsprop only). With `min_lr` the learning rate
+    #    follows a cosine from `lr` down to `min_lr` over `steps` (a high rate finds the memory
+    #    solution, a low one polishes it).
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    min_lr: float | None = None
+    momentum: float = 0.9
+
+    # -- gradient clipping: `clip_norm` rescales the whole gradient to at most that global L2
+    #    norm, then `clip` clips each element to [-clip, clip]; None turns either off.
+    clip: float | None = 10.0
+    clip_norm: float | None = None
+
+    # -- the curriculum: None/False, True (a default LengthCurriculum), a LengthCurriculum or
+    #    a function (step, steps) -> task-parameter overrides (see the module doc).
+    curriculum: bool | LengthCurriculum | CurriculumFn | None = None
+
+    # -- evaluation: the task metric on one fixed batch (`eval_size` sequences drawn with
+    #    `eval_seed`, the task's params plus `eval_params`) every `eval_every` steps (default
+    #    steps // 20), at every checkpoint and at the end; each evaluation is one entry of the
+    #    history, with the mean training loss since the previous one. Training stops early
+    #    once the metric is at least as good as `target`.
+    eval_every: int | None = None
+    eval_size: int = 64
+    eval_params: dict = field(default_factory=dict)
+    eval_seed: int = DEFAULT_EVAL_SEED
+    target: float | None = None
+
+    # -- checkpoints: with `out_dir`, `final.safetensors` at the end, and with
+    #    `checkpoint_every` also `step-000100.safetensors`, ... every that many steps; `name`
+    #    is stored in each.
+    out_dir: str | Path | None = None
+    checkpoint_every: int | None = None
+    name: str | None = None
+
+    # -- where and how: "cpu", "cuda", "cuda:N" or "auto"; a tqdm progress bar.
+    device: str | torch.device = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.checkpoint_every is not None:
+            if self.checkpoint_every < 1:
+                raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+            if self.out_dir is None:
+                raise ValueError("checkpoint_every needs out_dir: where should the checkpoints go?")
+
+
 @dataclass
 class TrainResult:
     final_metrics: dict
@@ -136,190 +202,200 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def train(
     model: SiteModel,
     task: Task,
+    config: TrainConfig,
     *,
-    steps: int,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    min_lr: float | None = None,
-    optimizer: str = "adam",
-    momentum: float = 0.9,
-    seed: int = 0,
-    clip: float | None = 10.0,
-    clip_norm: float | None = None,
-    curriculum: bool | LengthCurriculum | CurriculumFn | None = None,
-    checkpoint_every: int | None = None,
-    out_dir: str | Path | None = None,
-    eval_every: int | None = None,
-    eval_size: int = 64,
-    eval_params: dict | None = None,
-    eval_seed: int = DEFAULT_EVAL_SEED,
-    target: float | None = None,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
     extra_loss: ExtraLoss | None = None,
     record: Sequence[str] = (),
     on_eval: Callable[[dict], None] | None = None,
-    name: str | None = None,
 ) -> TrainResult:
-    """Train `model` in place on `task` (left in eval mode); see the module doc for the options.
+    """Train `model` in place on `task` as `config` says (left in eval mode).
 
-    optimizer: "adam" (lr ~1e-3..3e-3) or "rmsprop" (Graves 2014: lr 1e-4, momentum 0.9,
-        alpha 0.95).
-    min_lr: when set, the learning rate follows a cosine from `lr` down to `min_lr` over
-        `steps` (a high rate finds the memory solution, a low one polishes it).
-    eval_every: evaluate the task metric on a fixed batch (`eval_size` sequences,
-        `eval_seed`, task params plus `eval_params`) every this many steps (default:
-        steps // 20), at every checkpoint and at the end. Each evaluation is one entry of
-        `history`, carrying the mean training loss since the previous entry.
-    target: stop early once the eval metric is at least this good.
+    extra_loss, record: an extra loss term and the sites it reads (see the module doc).
     on_eval: called with each history entry (progress reporting).
-    checkpoint_every: with `out_dir`, write `step-000100.safetensors`, ... every this many
-        steps; with `out_dir` alone only `final.safetensors` is written.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if checkpoint_every is not None:
-        if checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-        if out_dir is None:
-            raise ValueError("checkpoint_every needs out_dir: where should the checkpoints go?")
-    dev = resolve_device(device)
-    out = Path(out_dir) if out_dir is not None else None
-    eval_every = max(1, steps // 20) if eval_every is None else int(eval_every)
-    schedule = _curriculum_fn(curriculum, task)
-    metric_name = task.metric_name or "metric"
-    better = (lambda a, b: a >= b) if task.higher_is_better else (lambda a, b: a <= b)
-
-    torch.manual_seed(seed)
-    model.to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if isinstance(extra_loss, torch.nn.Module):
-        # an extra loss with its own weights (the reconstruction decoder of models/remedies.py)
-        # learns with the model, under the same optimizer and clipping
-        extra_loss.to(dev)
-        params += [p for p in extra_loss.parameters() if p.requires_grad]
-    opt = _make_optimizer(optimizer, params, lr, momentum)
-    sched = None
-    if min_lr is not None:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=min_lr)
-
-    eval_task = _with_params(task, eval_params or {})
-    eval_batch = eval_task.sample(eval_size, seed=eval_seed).to(dev)
-    tasks: dict[tuple, Task] = {(): task}
-
-    train_config = {
-        "steps": steps, "batch_size": batch_size, "lr": lr, "min_lr": min_lr, "optimizer": optimizer,
-        "momentum": momentum if optimizer == "rmsprop" else None, "seed": seed, "clip": clip,
-        "clip_norm": clip_norm, "curriculum": _describe(curriculum), "eval_size": eval_size,
-        "eval_params": eval_params or {}, "eval_seed": eval_seed, "device": str(dev),
-        "extra_loss": _describe(extra_loss), "record": list(record),
-    }
-    history: list[dict] = []
-    checkpoints: list[Path] = []
-    window = {"loss": 0.0, "task_loss": 0.0, "extra_loss": 0.0, "grad_norm": 0.0, "n": 0}
-    start = time.perf_counter()
-    bar = _progress_bar(steps, progress)
-
-    def evaluate(step: int, overrides: dict) -> dict:
-        entry: dict[str, Any] = {"step": step}
-        n = window["n"]
-        entry["train_loss"] = window["task_loss"] / n if n else None
-        if extra_loss is not None:
-            entry["extra_loss"] = window["extra_loss"] / n if n else None
-        entry["grad_norm"] = window["grad_norm"] / n if n else None
-        entry["lr"] = opt.param_groups[0]["lr"]
-        entry.update(_evaluate(model, eval_task, eval_batch, metric_name))
-        if overrides:
-            entry["curriculum"] = dict(overrides)
-        entry["seconds"] = time.perf_counter() - start
-        for k in window:
-            window[k] = 0 if k == "n" else 0.0
-        history.append(entry)
-        if on_eval is not None:
-            on_eval(entry)
-        return entry
-
-    def checkpoint(filename: str, step: int, entry: dict) -> None:
-        metrics = {k: entry[k] for k in ("loss", metric_name, "train_loss") if entry.get(k) is not None}
-        path = save_checkpoint(out / filename, model, task=task.spec(), step=step, metrics=metrics,
-                               name=name, extra={"train": train_config})
-        checkpoints.append(path)
-
-    last = evaluate(0, schedule(0, steps) if schedule else {})
+    run = _Run(model, task, config, extra_loss, record, on_eval)
+    steps = config.steps
+    last = run.evaluate(0, run.overrides(0))
+    bar = _progress_bar(steps, config.progress)
+    overrides: dict = {}
     done = 0
     try:
         for step in range(1, steps + 1):
-            overrides = schedule(step - 1, steps) if schedule else {}
-            key = tuple(sorted(overrides.items()))
-            if key not in tasks:
-                tasks[key] = _with_params(task, overrides)
-            batch = tasks[key].sample(batch_size, seed=_batch_seed(seed, step)).to(dev)
-
-            model.train()
-            trace = None
-            if extra_loss is not None or record:
-                with hooks(model, record=list(record), keep_grad=True) as trace:
-                    logits = model(batch.inputs)
-            else:
-                logits = model(batch.inputs)
-            task_loss = tasks[key].loss(logits, batch)
-            loss = task_loss
-            extra_value = None
-            if extra_loss is not None:
-                extra_value = extra_loss(model, batch, logits, trace)
-                loss = loss + extra_value
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at step {step}; try a lower lr or clipping"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm else math.inf)
-            if clip:
-                torch.nn.utils.clip_grad_value_(params, clip)
-            opt.step()
-            if sched is not None:
-                sched.step()
+            overrides = run.overrides(step - 1)
+            run.step(step, overrides)
             done = step
-
-            window["loss"] += loss.item()
-            window["task_loss"] += task_loss.item()
-            window["extra_loss"] += extra_value.item() if extra_value is not None else 0.0
-            window["grad_norm"] += float(grad_norm)
-            window["n"] += 1
-
-            is_ckpt = checkpoint_every is not None and step % checkpoint_every == 0
-            if step % eval_every == 0 or step == steps or is_ckpt:
-                last = evaluate(step, overrides)
+            is_ckpt = config.checkpoint_every is not None and step % config.checkpoint_every == 0
+            if step % run.eval_every == 0 or step == steps or is_ckpt:
+                last = run.evaluate(step, overrides)
                 if is_ckpt:
-                    checkpoint(f"step-{step:06d}.safetensors", step, last)
-                bar.set_postfix(loss=f"{last['train_loss']:.4f}", **{metric_name: f"{last[metric_name]:.4g}"})
-                if target is not None and better(last[metric_name], target):
+                    run.checkpoint(f"step-{step:06d}.safetensors", step, last)
+                bar.set_postfix(loss=f"{last['train_loss']:.4f}", **{run.metric_name: f"{last[run.metric_name]:.4g}"})
+                if run.reached_target(last):
                     bar.update(1)
                     break
             bar.update(1)
     finally:
         bar.close()
+    return run.finish(done, last, overrides)
 
-    if done and history[-1]["step"] != done:
-        last = evaluate(done, overrides)
-    if out is not None:
-        checkpoint("final.safetensors", done, last)
-    model.eval()  # ready for analysis; dropout-like training paths (bypass_dropout) off
-    final = {"loss": last["loss"], metric_name: last[metric_name], "train_loss": last.get("train_loss")}
-    return TrainResult(
-        final_metrics=final,
-        history=history,
-        checkpoints=checkpoints,
-        seconds=time.perf_counter() - start,
-        steps=done,
-        metric_name=metric_name,
-        higher_is_better=task.higher_is_better,
-        final_checkpoint=checkpoints[-1] if out is not None else None,
-        config=train_config,
-    )
+
+@dataclass
+class _Window:
+    """Sums of the training numbers since the last evaluation."""
+
+    task_loss: float = 0.0
+    extra_loss: float = 0.0
+    grad_norm: float = 0.0
+    n: int = 0
+
+    def mean(self, name: str) -> float | None:
+        return getattr(self, name) / self.n if self.n else None
+
+
+class _Run:
+    """One call of `train()`: the model, optimiser and fixed eval batch, and what the run
+    has produced so far (history, checkpoints). Its methods are the loop's parts: a
+    training step, an evaluation, a checkpoint, and the result at the end."""
+
+    def __init__(self, model: SiteModel, task: Task, config: TrainConfig, extra_loss: ExtraLoss | None,
+                 record: Sequence[str], on_eval: Callable[[dict], None] | None):
+        self.model, self.task, self.config = model, task, config
+        self.extra_loss, self.record, self.on_eval = extra_loss, list(record), on_eval
+        self.device = resolve_device(config.device)
+        self.out = Path(config.out_dir) if config.out_dir is not None else None
+        self.eval_every = max(1, config.steps // 20) if config.eval_every is None else int(config.eval_every)
+        self.schedule = _curriculum_fn(config.curriculum, task)
+        self.metric_name = task.metric_name or "metric"
+
+        # the order below (seed, move, optimiser, eval batch) is what makes a config's weights
+        # reproducible: keep it
+        torch.manual_seed(config.seed)
+        model.to(self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if isinstance(extra_loss, torch.nn.Module):
+            # an extra loss with its own weights (the reconstruction decoder of models/remedies.py)
+            # learns with the model, under the same optimizer and clipping
+            extra_loss.to(self.device)
+            self.params += [p for p in extra_loss.parameters() if p.requires_grad]
+        self.opt = _make_optimizer(config.optimizer, self.params, config.lr, config.momentum)
+        self.lr_schedule = None
+        if config.min_lr is not None:
+            self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.opt, T_max=max(1, config.steps), eta_min=config.min_lr)
+
+        self.eval_task = _with_params(task, config.eval_params or {})
+        self.eval_batch = self.eval_task.sample(config.eval_size, seed=config.eval_seed).to(self.device)
+        self.tasks: dict[tuple, Task] = {(): task}  # the task under each curriculum override
+        self.saved_config = _saved_config(config, self.device, extra_loss, self.record)
+        self.history: list[dict] = []
+        self.checkpoints: list[Path] = []
+        self.window = _Window()
+        self.start = time.perf_counter()
+
+    def overrides(self, step: int) -> dict:
+        """The curriculum's task-parameter overrides for `step` (counted from 0)."""
+        return self.schedule(step, self.config.steps) if self.schedule else {}
+
+    def step(self, step: int, overrides: dict) -> None:
+        """One optimiser step on a fresh batch; its numbers go into the window."""
+        key = tuple(sorted(overrides.items()))
+        if key not in self.tasks:
+            self.tasks[key] = _with_params(self.task, overrides)
+        task = self.tasks[key]
+        batch = task.sample(self.config.batch_size, seed=_batch_seed(self.config.seed, step)).to(self.device)
+
+        self.model.train()
+        trace = None
+        if self.extra_loss is not None or self.record:
+            with hooks(self.model, record=self.record, keep_grad=True) as trace:
+                logits = self.model(batch.inputs)
+        else:
+            logits = self.model(batch.inputs)
+        task_loss = task.loss(logits, batch)
+        loss = task_loss
+        extra_value = None
+        if self.extra_loss is not None:
+            extra_value = self.extra_loss(self.model, batch, logits, trace)
+            loss = loss + extra_value
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; try a lower lr or clipping")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip, clip_norm = self.config.clip, self.config.clip_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip_norm if clip_norm else math.inf)
+        if clip:
+            torch.nn.utils.clip_grad_value_(self.params, clip)
+        self.opt.step()
+        if self.lr_schedule is not None:
+            self.lr_schedule.step()
+
+        w = self.window
+        w.task_loss += task_loss.item()
+        w.extra_loss += extra_value.item() if extra_value is not None else 0.0
+        w.grad_norm += float(grad_norm)
+        w.n += 1
+
+    def evaluate(self, step: int, overrides: dict) -> dict:
+        """A history entry: the window's mean training numbers and the eval batch's metric."""
+        entry: dict[str, Any] = {"step": step, "train_loss": self.window.mean("task_loss")}
+        if self.extra_loss is not None:
+            entry["extra_loss"] = self.window.mean("extra_loss")
+        entry["grad_norm"] = self.window.mean("grad_norm")
+        entry["lr"] = self.opt.param_groups[0]["lr"]
+        entry.update(_evaluate(self.model, self.eval_task, self.eval_batch, self.metric_name))
+        if overrides:
+            entry["curriculum"] = dict(overrides)
+        entry["seconds"] = time.perf_counter() - self.start
+        self.window = _Window()
+        self.history.append(entry)
+        if self.on_eval is not None:
+            self.on_eval(entry)
+        return entry
+
+    def reached_target(self, entry: dict) -> bool:
+        target, value = self.config.target, entry[self.metric_name]
+        if target is None:
+            return False
+        return value >= target if self.task.higher_is_better else value <= target
+
+    def checkpoint(self, filename: str, step: int, entry: dict) -> None:
+        """Save the model under out_dir with the entry's metrics and the saved config."""
+        metrics = {k: entry[k] for k in ("loss", self.metric_name, "train_loss") if entry.get(k) is not None}
+        path = save_checkpoint(self.out / filename, self.model, task=self.task.spec(), step=step, metrics=metrics,
+                               name=self.config.name, extra={"train": self.saved_config})
+        self.checkpoints.append(path)
+
+    def finish(self, done: int, last: dict, overrides: dict) -> TrainResult:
+        """The final evaluation and checkpoint, the model in eval mode, and the result."""
+        if done and self.history[-1]["step"] != done:
+            last = self.evaluate(done, overrides)
+        if self.out is not None:
+            self.checkpoint("final.safetensors", done, last)
+        self.model.eval()  # ready for analysis; dropout-like training paths (bypass_dropout) off
+        final = {"loss": last["loss"], self.metric_name: last[self.metric_name], "train_loss": last.get("train_loss")}
+        return TrainResult(
+            final_metrics=final,
+            history=self.history,
+            checkpoints=self.checkpoints,
+            seconds=time.perf_counter() - self.start,
+            steps=done,
+            metric_name=self.metric_name,
+            higher_is_better=self.task.higher_is_better,
+            final_checkpoint=self.checkpoints[-1] if self.out is not None else None,
+            config=self.saved_config,
+        )
+
+
+def _saved_config(config: TrainConfig, device: torch.device, extra_loss, record: list[str]) -> dict:
+    """The training options as checkpoints record them (`extra["train"]`)."""
+    return {
+        "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "min_lr": config.min_lr,
+        "optimizer": config.optimizer, "momentum": config.momentum if config.optimizer == "rmsprop" else None,
+        "seed": config.seed, "clip": config.clip, "clip_norm": config.clip_norm,
+        "curriculum": _describe(config.curriculum), "eval_size": config.eval_size,
+        "eval_params": config.eval_params or {}, "eval_seed": config.eval_seed, "device": str(device),
+        "extra_loss": _describe(extra_loss), "record": list(record),
+    }
 
 
 @torch.no_grad()
@@ -398,4 +474,4 @@ def _progress_bar(steps: int, progress: bool):
     return tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, leave=True)
 
 
-__all__ = ["LengthCurriculum", "TrainResult", "resolve_device", "train"]
+__all__ = ["LengthCurriculum", "TrainConfig", "TrainResult", "resolve_device", "train"]

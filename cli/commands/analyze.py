@@ -13,14 +13,18 @@ from pathlib import Path
 
 from ..errors import CLIError
 
+DEFAULT_SAMPLES = 32  # the zoo's index is computed with these too (cli/zoo_build.py)
+DEFAULT_SEED = 0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a .safetensors checkpoint, or a file an importer recognises (pytorch-ntm)")
     parser.add_argument("--task", metavar="NAME", help="task to analyse on (default: the checkpoint's own task)")
     parser.add_argument("--task-param", metavar="K=V", action="append", default=[],
                         help="override a task parameter, e.g. --task-param max_length=20 (repeatable)")
-    parser.add_argument("--samples", type=int, default=32, help="sequences to analyse (default 32)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the task batch (default 0)")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                        help=f"sequences to analyse (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the task batch (default {DEFAULT_SEED})")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 
 

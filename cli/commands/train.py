@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mnemoscope.models.registry import architecture
     from mnemoscope.models.tasks import make_task
-    from mnemoscope.models.training import LengthCurriculum, resolve_device, train
+    from mnemoscope.models.training import LengthCurriculum, TrainConfig, resolve_device, train
 
     try:
         resolve_device(args.device)
@@ -155,14 +155,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"training {args.arch} ({params:,} parameters, {config}) on {task.spec()}"
           + (f", evaluated with {eval_params}" if eval_params else ""))
     try:
-        result = train(
-            model, task, steps=args.steps, batch_size=args.batch_size, lr=lr, min_lr=args.min_lr, optimizer=args.optimizer,
-            momentum=args.momentum, seed=args.seed, clip=args.clip or None, clip_norm=args.clip_norm,
-            curriculum=schedule, checkpoint_every=args.checkpoint_every, out_dir=out,
-            eval_every=args.eval_every, eval_size=args.eval_size, eval_params=eval_params,
-            target=args.target, device=args.device, progress=not args.no_progress, name=args.name,
-            on_eval=_print_eval if args.no_progress else None, extra_loss=extra_loss, record=record,
+        options = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer, lr=lr,
+            min_lr=args.min_lr, momentum=args.momentum, clip=args.clip or None, clip_norm=args.clip_norm,
+            curriculum=schedule, eval_every=args.eval_every, eval_size=args.eval_size, eval_params=eval_params,
+            target=args.target, out_dir=out, checkpoint_every=args.checkpoint_every, name=args.name,
+            device=args.device, progress=not args.no_progress,
         )
+        result = train(model, task, options, extra_loss=extra_loss, record=record,
+                       on_eval=_print_eval if args.no_progress else None)
     except (ValueError, FloatingPointError) as exc:
         raise CLIError(str(exc)) from exc
 

@@ -4,8 +4,8 @@
     mnemoscope zoo build --out /tmp/zoo --only ntm-copy-short-bypass
     mnemoscope zoo list                           # what each checkpoint shows, its verdict and score
 
-Recipes live in mnemoscope/models/zoo.py; the build trains each one from its seed on the CPU
-(one thread), analyses every checkpoint as `mnemoscope analyze` does and writes index.json.
+Recipes live in models/zoo.py; the build (cli/zoo_build.py) trains each one from its seed on
+the CPU (one thread), analyses every checkpoint as `mnemoscope analyze` does and writes index.json.
 """
 from __future__ import annotations
 
@@ -59,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
             zoo.get_recipe(name)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
+    from ..zoo_build import build_zoo
+
     start = time.perf_counter()
     try:
-        index = zoo.build_zoo(args.out, only=args.only, progress=args.progress)
+        index = build_zoo(args.out, only=args.only, progress=args.progress)
     except OSError as exc:
         raise CLIError(f"cannot write the zoo: {exc}") from exc
     except ValueError as exc:

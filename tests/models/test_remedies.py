@@ -19,7 +19,7 @@ from mnemoscope.models.remedies import (
 )
 from mnemoscope.models.sites import run_with_sites
 from mnemoscope.models.tasks import make_task
-from mnemoscope.models.training import train
+from mnemoscope.models.training import TrainConfig, train
 from mnemoscope.cli import main
 
 
@@ -117,8 +117,8 @@ def test_train_trains_the_decoder_with_the_model_and_lowers_the_loss():
     model = tiny_ntm(task)
     loss = reconstruction_loss(model, task, horizon=2, hidden=16)
     before = loss.decoder[0].weight.detach().clone()
-    result = train(model, task, steps=40, lr=1e-2, extra_loss=loss, record=loss.sites, progress=False,
-                   eval_every=20)
+    result = train(model, task, TrainConfig(steps=40, lr=1e-2, progress=False, eval_every=20),
+                   extra_loss=loss, record=loss.sites)
     assert not torch.equal(before, loss.decoder[0].weight)
     first, last = result.history[1]["extra_loss"], result.history[-1]["extra_loss"]
     assert last < first, result.history

@@ -8,7 +8,7 @@ from mnemoscope.models import build_model
 from mnemoscope.models.checkpoints import load_checkpoint
 from mnemoscope.models.tasks import make_task
 from mnemoscope.models.tasks.base import Batch, BitsTask, generator
-from mnemoscope.models.training import LengthCurriculum, train
+from mnemoscope.models.training import LengthCurriculum, TrainConfig, train
 from mnemoscope.cli import main
 
 
@@ -60,7 +60,7 @@ def state(model):
 
 def test_loss_goes_down():
     model = lstm()
-    r = train(model, Echo(), steps=40, lr=2e-2, eval_every=10, progress=False)
+    r = train(model, Echo(), TrainConfig(steps=40, lr=2e-2, eval_every=10, progress=False))
     assert [h["step"] for h in r.history] == [0, 10, 20, 30, 40]
     assert r.history[-1]["loss"] < 0.7 * r.history[0]["loss"]
     assert r.history[-1]["wrong_bits"] < r.history[0]["wrong_bits"]
@@ -79,8 +79,8 @@ def test_checkpoint_series_each_loads_back_with_identical_outputs(tmp_path):
             outputs[entry["step"]] = model(x)
 
     task = Echo()
-    r = train(model, task, steps=6, checkpoint_every=2, out_dir=tmp_path, eval_every=100,
-              progress=False, on_eval=snapshot, name="echo-run")
+    r = train(model, task, TrainConfig(steps=6, checkpoint_every=2, out_dir=tmp_path, eval_every=100,
+                                       progress=False, name="echo-run"), on_eval=snapshot)
     names = [p.name for p in r.checkpoints]
     assert names == ["step-000002.safetensors", "step-000004.safetensors", "step-000006.safetensors", "final.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temp files left over
@@ -102,7 +102,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
     runs = {}
     for key, seed in [("a", 3), ("b", 3), ("c", 4)]:
         model = lstm()
-        train(model, Echo(), steps=8, seed=seed, progress=False, curriculum=True)
+        train(model, Echo(), TrainConfig(steps=8, seed=seed, progress=False, curriculum=True))
         runs[key] = state(model)
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
@@ -110,14 +110,15 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 def test_rmsprop_and_norm_clipping_run():
     model = lstm()
-    r = train(model, Echo(), steps=5, optimizer="rmsprop", lr=1e-3, clip=None, clip_norm=0.1, progress=False)
+    r = train(model, Echo(), TrainConfig(steps=5, optimizer="rmsprop", lr=1e-3, clip=None, clip_norm=0.1,
+                                         progress=False))
     assert r.config["optimizer"] == "rmsprop" and r.config["clip_norm"] == 0.1
     with pytest.raises(ValueError, match="unknown optimizer"):
-        train(lstm(), Echo(), steps=1, optimizer="sgdd", progress=False)
+        train(lstm(), Echo(), TrainConfig(steps=1, optimizer="sgdd", progress=False))
 
 
 def test_cosine_learning_rate_decay():
-    r = train(lstm(), Echo(), steps=10, lr=1e-2, min_lr=1e-4, eval_every=5, progress=False)
+    r = train(lstm(), Echo(), TrainConfig(steps=10, lr=1e-2, min_lr=1e-4, eval_every=5, progress=False))
     lrs = [h["lr"] for h in r.history]
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-4)
     assert 1e-4 < lrs[1] < 1e-2
@@ -147,7 +148,7 @@ def test_curriculum_drives_the_sampled_lengths():
 
     Echo.sample = spy
     try:
-        r = train(lstm(), task, steps=20, curriculum=True, eval_every=10, progress=False)
+        r = train(lstm(), task, TrainConfig(steps=20, curriculum=True, eval_every=10, progress=False))
     finally:
         Echo.sample = original
     train_caps = seen[1:]  # seen[0] is the eval batch, drawn from the task as given
@@ -164,10 +165,10 @@ def test_curriculum_as_a_function():
         return {"max_length": 1 if step < 2 else 3}
 
     task = Echo()
-    train(lstm(), task, steps=4, curriculum=schedule, progress=False)
+    train(lstm(), task, TrainConfig(steps=4, curriculum=schedule, progress=False))
     assert calls[-4:] == [(0, 4), (1, 4), (2, 4), (3, 4)]
     with pytest.raises(ValueError, match="no parameter"):
-        train(lstm(), task, steps=1, curriculum=lambda s, n: {"lenght": 2}, progress=False)
+        train(lstm(), task, TrainConfig(steps=1, curriculum=lambda s, n: {"lenght": 2}, progress=False))
 
 
 def test_extra_loss_sees_recorded_sites_with_gradients():
@@ -179,8 +180,9 @@ def test_extra_loss_sees_recorded_sites_with_gradients():
         return 10.0 * h.pow(2).mean()
 
     plain, hooked = lstm(), lstm()
-    train(plain, Echo(), steps=5, progress=False)
-    r = train(hooked, Echo(), steps=5, progress=False, extra_loss=aux, record=["controller.output"])
+    options = TrainConfig(steps=5, progress=False)
+    train(plain, Echo(), options)
+    r = train(hooked, Echo(), options, extra_loss=aux, record=["controller.output"])
     assert len(seen) == 5 and all(grad for grad, _, _ in seen)
     assert seen[0][2] == 16
     assert r.history[-1]["extra_loss"] > 0
@@ -190,27 +192,46 @@ def test_extra_loss_sees_recorded_sites_with_gradients():
 
 def test_non_finite_loss_stops_with_a_clear_error():
     with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
-        train(lstm(), Echo(), steps=3, progress=False,
+        train(lstm(), Echo(), TrainConfig(steps=3, progress=False),
               extra_loss=lambda m, b, logits, t: torch.tensor(float("nan")))
 
 
 def test_target_stops_early():
-    r = train(lstm(), Echo(), steps=50, eval_every=5, target=1e9, progress=False)
+    r = train(lstm(), Echo(), TrainConfig(steps=50, eval_every=5, target=1e9, progress=False))
     assert r.steps == 5 and r.history[-1]["step"] == 5
 
 
-def test_argument_errors(tmp_path):
-    with pytest.raises(ValueError, match="checkpoint_every needs out_dir"):
-        train(lstm(), Echo(), steps=1, checkpoint_every=1, progress=False)
+@pytest.mark.parametrize("options, message", [
+    (dict(steps=-1), "steps must be >= 0"),
+    (dict(steps=1, batch_size=0), "batch_size must be >= 1"),
+    (dict(steps=1, checkpoint_every=0, out_dir="x"), "checkpoint_every must be >= 1"),
+    (dict(steps=1, checkpoint_every=1), "checkpoint_every needs out_dir"),
+])
+def test_config_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**options)
+
+
+def test_config_is_the_one_place_for_options():
+    with pytest.raises(TypeError):
+        TrainConfig(steps=1, epochs=3)
+    with pytest.raises(TypeError):
+        train(lstm(), Echo(), steps=1)  # options go through the TrainConfig only
+    config = TrainConfig(steps=1)
+    with pytest.raises(AttributeError):
+        config.steps = 2  # frozen: one config trains the same way every time it is used
+
+
+def test_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            train(lstm(), Echo(), steps=1, device="cuda", progress=False)
+            train(lstm(), Echo(), TrainConfig(steps=1, device="cuda", progress=False))
     with pytest.raises(ValueError, match="unknown device"):
-        train(lstm(), Echo(), steps=1, device="tpu-ish", progress=False)
+        train(lstm(), Echo(), TrainConfig(steps=1, device="tpu-ish", progress=False))
 
 
 def test_progress_bar_runs(capsys):
-    train(lstm(), Echo(), steps=3, progress=True)
+    train(lstm(), Echo(), TrainConfig(steps=3, progress=True))
     assert "3/3" in capsys.readouterr().err
 
 
@@ -220,8 +241,8 @@ def test_small_ntm_on_copy_learns_and_checkpoints(tmp_path):
     task = make_task("copy", bits=4, min_length=1, max_length=3)
     torch.manual_seed(0)
     model = build_model("ntm", dict(input_size=5, output_size=4, controller_size=16, memory_slots=8, memory_width=6))
-    r = train(model, task, steps=30, lr=1e-2, batch_size=8, eval_every=15, curriculum=True,
-              checkpoint_every=15, out_dir=tmp_path, progress=False)
+    r = train(model, task, TrainConfig(steps=30, lr=1e-2, batch_size=8, eval_every=15, curriculum=True,
+                                       checkpoint_every=15, out_dir=tmp_path, progress=False))
     assert r.history[-1]["loss"] < r.history[0]["loss"]
     ckpt = load_checkpoint(r.final_checkpoint)
     batch = task.sample(4, seed=123)
