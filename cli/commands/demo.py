@@ -44,9 +44,7 @@ def register_file(store, path: Path) -> tuple[dict, bool]:
     """Put one local checkpoint into the store as an upload of it would: safe-loader
     validation, content-addressed. Returns (record, created); the same bytes again are found,
     not copied."""
-    from mnemoscope.server.services.checkpoints import checkpoint_id, validate
-    from mnemoscope.server.services.uploads import sanitize_name
-    from mnemoscope.server.store import now
+    from mnemoscope.server.services.checkpoints import new_record, validate
 
     digest = sha256_file(path)
     existing = store.get_checkpoint_by_sha(digest)
@@ -58,17 +56,7 @@ def register_file(store, path: Path) -> tuple[dict, bool]:
         with open(staged, "rb") as f:
             os.fsync(f.fileno())
         info = validate(staged, path.name)
-        record = {
-            "id": checkpoint_id(digest),
-            "sha256": digest,
-            "blob": f"{digest}.safetensors",
-            "name": sanitize_name(info.pop("meta_name"), fallback="") or path.stem,
-            "filename": path.name,
-            "size_bytes": path.stat().st_size,
-            "format": "safetensors",
-            "created_at": now(),
-            **info,
-        }
+        record = new_record(digest, ".safetensors", "safetensors", path.name, path.stat().st_size, info)
         return store.add_checkpoint(staged, record)
     finally:
         staged.unlink(missing_ok=True)

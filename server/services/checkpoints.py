@@ -85,21 +85,29 @@ async def ingest(request: Request, store: Store, cap: int) -> tuple[dict, bool]:
         staged = received.path.with_suffix(suffix)
         os.replace(received.path, staged)
         info = await run_in_threadpool(validate, staged, received.filename)
-        record = {
-            "id": checkpoint_id(received.sha256),
-            "sha256": received.sha256,
-            "blob": f"{received.sha256}{suffix}",
-            "name": sanitize_name(info.pop("meta_name"), fallback="") or _stem(received.filename),
-            "filename": received.filename,
-            "size_bytes": received.size,
-            "format": fmt,
-            "created_at": now(),
-            **info,
-        }
+        record = new_record(received.sha256, suffix, fmt, received.filename, received.size, info)
         return await run_in_threadpool(store.add_checkpoint, staged, record)
     finally:
         received.path.unlink(missing_ok=True)
         staged.unlink(missing_ok=True)
+
+
+def new_record(sha256: str, suffix: str, fmt: str, filename: str, size_bytes: int, info: dict) -> dict:
+    """The index row of a validated checkpoint file, however it arrived (an upload, a zoo
+    file of `mnemoscope demo`): `info` is what `validate` returned for it. Its name is the
+    one stored in the checkpoint, else the file's stem."""
+    info = dict(info)
+    return {
+        "id": checkpoint_id(sha256),
+        "sha256": sha256,
+        "blob": f"{sha256}{suffix}",
+        "name": sanitize_name(info.pop("meta_name"), fallback="") or _stem(filename),
+        "filename": filename,
+        "size_bytes": size_bytes,
+        "format": fmt,
+        "created_at": now(),
+        **info,
+    }
 
 
 def _stem(filename: str) -> str:
