@@ -11,16 +11,16 @@ their source and how to switch them on (`mnemoscope train` has one option per re
     small controller a controller too small to hold the sequence itself (Santoro et al. 2016,
                      "hamstringing" the controller) -- `controller_size`
     curriculum       short sequences first (Graves et al. 2017 use a bandit; a linear schedule
-                     here) -- `train(curriculum=...)`
+                     here) -- `TrainConfig(curriculum=...)`
     NTM stabilisers  constant 1e-6 memory init, gradients clipped to [-10, 10] (Collier & Beel
-                     2018) -- NTM `memory_init="constant"`, `train(clip=10)`
+                     2018) -- NTM `memory_init="constant"`, `TrainConfig(clip=10)`
     DNC fixes        masked content look-up, de-allocation, link sharpness (Csordás &
                      Schmidhuber 2019) -- DNC `masking`, `deallocation`, `sharpness`
     short window     hybrids with short local-attention windows have to train their memory
                      (SWAX, Cabannes et al. 2025) -- sequence `window`
 
     loss = reconstruction_loss(model, task, horizon=6, weight=1.0)
-    train(model, task, steps=2000, extra_loss=loss, record=loss.sites)
+    train(model, task, TrainConfig(steps=2000), extra_loss=loss, record=loss.sites)
 
 The reconstruction loss works on every architecture through the site contract: it reads the
 sites of kind "read" (what memory hands the network), so it needs nothing per architecture.
@@ -162,7 +162,7 @@ class ReconstructionLoss(nn.Module):
 def reconstruction_loss(model: SiteModel, task: Task, *, horizon: int = 6, hidden: int = 64,
                         weight: float = 1.0) -> ReconstructionLoss:
     """A `ReconstructionLoss` sized for this model's read sites and this task's inputs.
-    Pass it as `train(..., extra_loss=loss, record=loss.sites)`."""
+    Pass it as `train(model, task, config, extra_loss=loss, record=loss.sites)`."""
     specs = model.site_specs()
     sites = read_site_names(model)
     dims = []
