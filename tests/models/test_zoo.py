@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from mnemoscope.models import zoo
-from mnemoscope.models.checkpoints import inspect_checkpoint, load_checkpoint
+from mnemoscope.models.checkpoints import inspect_checkpoint
 from mnemoscope.models.tasks import make_task
 
 ZOO = zoo.default_zoo_dir()
