@@ -96,7 +96,7 @@ def register_zoo(store, zoo_dir: Path | None = None) -> tuple[list[dict], int]:
 def queue_reports(app, records: list[dict]) -> int:
     """A report job for each zoo checkpoint that has no verdict yet (an identical job
     already queued or running is reused, a stored result is reused at once)."""
-    from ..schemas import ReportRequest
+    from ..kinds import REPORT
     from ..services import jobs as job_service
 
     store, manager, settings = app.state.store, app.state.jobs, app.state.settings
@@ -105,7 +105,7 @@ def queue_reports(app, records: list[dict]) -> int:
         current = store.get_checkpoint(record["id"])
         if current is None or current["verdict"] is not None:
             continue
-        job = job_service.submit(store, manager, settings, record["id"], "report", ReportRequest())
+        job = job_service.submit(store, manager, settings, record["id"], REPORT, REPORT.request_model())
         queued += job["status"] in ("queued", "running")
     return queued
 
