@@ -3,6 +3,10 @@
     app = create_app(Settings(data_dir="/srv/mnemoscope"))
     uvicorn.run(app)            # what `mnemoscope serve` does
 
+The job kinds it serves are `mnemoscope.server.kinds.KINDS` unless it is given others
+(`create_app(settings, kinds={**KINDS, "mine": JobKind(...)})`): their routes, schemas,
+GET /api/kinds entries and worker dispatch all follow from that table.
+
 Routes live under /api (OpenAPI at /docs and /openapi.json); the dashboard is mounted at
 /dashboard/ and `/` redirects there.
 """
@@ -11,6 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -23,8 +29,10 @@ from mnemoscope import __version__
 
 from .errors import ServiceError, StartupError
 from .jobs import JobManager
+from .kinds import KINDS, JobKind
 from .middleware import BodyLimit
-from .routers import checkpoints, health, jobs
+from .routers import checkpoints, health, jobs, kinds as kinds_router
+from .services.analysis import execute
 from .services.jobs import on_done
 from .services.models import ModelCache
 from .settings import Settings
@@ -37,13 +45,21 @@ ablation, patching, gradient-flow and reliance-report jobs. Mutating routes need
 `Authorization: Bearer <token>` when the server runs with `MNEMOSCOPE_TOKEN`."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | None = None) -> FastAPI:
     settings = settings or Settings()
+    kinds = dict(KINDS if kinds is None else kinds)
+    for name, kind in kinds.items():
+        if name != kind.name:
+            raise ValueError(f"job kind {kind.name!r} is listed under the name {name!r}")
     store = Store(settings.data_dir)
     recovered = store.recover()
     if any(recovered.values()):
         log.info("data directory recovered: %s", recovered)
-    manager = JobManager(store, settings, on_done=on_done(store))
+    try:
+        manager = JobManager(store, settings, execute=partial(execute, kinds), on_done=on_done(store, kinds))
+    except TypeError:  # a kind the worker processes could not import
+        store.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -65,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.jobs = manager
+    app.state.kinds = kinds
     app.state.models = ModelCache(replicas=settings.trace_replicas)
     app.state.started_at = time.time()
 
@@ -78,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     _add_error_handlers(app)
     _document_errors(app)
-    for router in (health.router, checkpoints.router, jobs.router):
+    for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -1,5 +1,5 @@
 """Dependencies the routers declare: the settings, the store, the job manager, the model
-cache, and the bearer-token check on mutating routes."""
+cache, the app's job kinds, and the bearer-token check on mutating routes."""
 from __future__ import annotations
 
 import secrets
@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .jobs import JobManager
+from .kinds import JobKind
 from .services.models import ModelCache
 from .settings import Settings
 from .store import Store
@@ -30,10 +31,15 @@ def get_models(request: Request) -> ModelCache:
     return request.app.state.models
 
 
+def get_kinds(request: Request) -> dict[str, JobKind]:
+    return request.app.state.kinds
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
+KindsDep = Annotated[dict[str, JobKind], Depends(get_kinds)]
 
 _bearer = HTTPBearer(
     auto_error=False,

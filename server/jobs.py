@@ -15,18 +15,25 @@ that they are done, so large results never pass through the server process.
 
 Cancellation is cooperative first: the worker's progress callback checks its pipe for a
 cancel message and raises; a job that does not call back in time is killed.
+
+The pool knows nothing about what a job does: it is given `execute(kind, checkpoint_path,
+request, progress) -> (result, summary)`, which every worker imports by reference (a
+module-level function, or a `functools.partial` of one), and `on_done(job, summary)`,
+called in the server when a job is done.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any, Callable
 
 from .settings import Settings
 from .store import Store, now
@@ -73,7 +80,7 @@ class _Progress:
             self.conn.send(("progress", self.job_id, min(max(float(fraction), 0.0), 1.0), message))
 
 
-def _worker_main(conn: Connection, threads: int, nice: int) -> None:
+def _worker_main(conn: Connection, threads: int, nice: int, pickled_execute: bytes) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
@@ -85,7 +92,13 @@ def _worker_main(conn: Connection, threads: int, nice: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from .services.analysis import execute
+    # Bytes the server pickled itself (multiprocessing pickles every message on this pipe
+    # anyway); unpickled only now, so the analysis imports run after the lines above.
+    try:
+        execute = pickle.loads(pickled_execute)
+        broken = None
+    except Exception as exc:  # noqa: BLE001 - e.g. a module the server imported is not importable here
+        execute, broken = None, f"the worker could not load the job executor: {_describe(exc)}"
     from .store import write_json_atomic
 
     conn.send(("ready",))
@@ -100,6 +113,9 @@ def _worker_main(conn: Connection, threads: int, nice: int) -> None:
             continue  # a cancel for a job that already ended
         _, job_id, kind, checkpoint_path, request, result_path = msg
         progress = _Progress(conn, job_id)
+        if broken is not None:  # each job says why, instead of workers dying and respawning forever
+            conn.send(("failed", job_id, broken))
+            continue
         try:
             result, summary = execute(kind, Path(checkpoint_path), request, progress)
             progress.check_cancel()
@@ -119,6 +135,17 @@ def _describe(exc: BaseException) -> str:
 
 # -- server side --------------------------------------------------------------------------------
 
+def _pickle_for_workers(execute: Callable) -> bytes:
+    """The worker processes are spawned, not forked: they import `execute` (and what it is
+    bound to) by reference, so a lambda or a local function is refused here, at start-up,
+    rather than failing every job later."""
+    try:
+        return pickle.dumps(execute)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise TypeError(f"the job executor must be importable by the worker processes (a module-level "
+                        f"function, or a functools.partial of one with picklable arguments): {exc}") from exc
+
+
 @dataclass
 class _Worker:
     process: mp.process.BaseProcess
@@ -133,10 +160,12 @@ class _Worker:
 class JobManager:
     """Queue, run, cancel; job state lives in the store."""
 
-    def __init__(self, store: Store, settings: Settings, on_done=None):
+    def __init__(self, store: Store, settings: Settings, execute: Callable[..., tuple[Any, dict]],
+                 on_done: Callable[[dict, dict], None] | None = None):
         self.store = store
         self.settings = settings
         self.size = settings.workers
+        self._execute = _pickle_for_workers(execute)  # execute(kind, checkpoint_path, request, progress)
         self.on_done = on_done  # callback(job: dict, summary: dict) in the dispatcher thread
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
@@ -272,7 +301,7 @@ class JobManager:
             parent, child = self._ctx.Pipe(duplex=True)
             process = self._ctx.Process(
                 target=_worker_main,
-                args=(child, self.settings.worker_threads, self.settings.worker_nice),
+                args=(child, self.settings.worker_threads, self.settings.worker_nice, self._execute),
                 name="mnemoscope-worker",
                 daemon=True,
             )

@@ -1,22 +1,21 @@
 """Request and response bodies of the REST API (they are also the OpenAPI schema)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from .kinds import KINDS, names_type
+# the job kinds' request bodies are declared with their kinds; named here as well, as the API's bodies
+from .kinds.ablations import AblationSpecIn, AblationsRequest  # noqa: F401
+from .kinds.gradients import GradientsRequest  # noqa: F401
+from .kinds.patching import PatchingRequest  # noqa: F401
+from .kinds.report import ReportRequest  # noqa: F401
+from .request_base import StrictRequest, TaskChoice, seed_field
 
-
-def _seed():
-    return Field(0, ge=0, le=2**31 - 1, description="seeds the task sample; same seed, same data")
-
-
-JobKind = Literal["ablations", "patching", "gradients", "report"]
+JobKindName = names_type(KINDS)
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # -- errors and health ------------------------------------------------------------------------
@@ -95,14 +94,9 @@ class SiteOut(BaseModel):
 
 # -- trace ------------------------------------------------------------------------------------------
 
-class TaskChoice(_Request):
-    name: str | None = Field(None, max_length=64, description="task name; default: the checkpoint's own task")
-    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the task's parameters")
-
-
-class TraceRequest(_Request):
+class TraceRequest(StrictRequest):
     task: TaskChoice | None = Field(None, description="default: the checkpoint's task with its own parameters")
-    seed: int = _seed()
+    seed: int = seed_field()
     samples: int = Field(1, ge=1, le=256, description="sequences to run (the server's limit applies)")
     sites: list[str] = Field(default_factory=list, max_length=64,
                              description='sites to record: names or globs ("memory.*", "*")')
@@ -151,59 +145,10 @@ class TraceOut(BaseModel):
 
 # -- jobs ------------------------------------------------------------------------------------------
 
-class _JobRequest(_Request):
-    task: TaskChoice | None = Field(None, description="default: the checkpoint's task")
-    seed: int = _seed()
-
-
-class AblationSpecIn(_Request):
-    sites: list[str] = Field(min_length=1, max_length=64, description='site names or globs ("memory.*")')
-    mode: Literal["zero", "mean", "resample"] = Field(
-        "zero", description="zero: 0; mean: the batch mean at that step; resample: another input's value")
-    steps: list[int] | None = Field(None, max_length=4096, description="timesteps to ablate (default all)")
-    elements: dict[str, list[int]] | None = Field(
-        None, max_length=8, description='elements per axis, e.g. {"slot": [3, 4]} or {"head": [0]} (default all)')
-    label: str | None = Field(None, max_length=200, description="a name for this ablation in the results")
-
-
-class AblationsRequest(_JobRequest):
-    samples: int = Field(32, ge=1, le=512)
-    specs: list[AblationSpecIn] | None = Field(None, max_length=256,
-                                                description="default: each recorded site on its own, zeroed")
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"samples": 16, "seed": 0, "specs": [{"sites": ["memory.read"], "mode": "resample"},
-                                              {"sites": ["memory.read"], "mode": "zero", "steps": [5, 6]}]},
-    ]})
-
-
-class PatchingRequest(_JobRequest):
-    pairs: int = Field(8, ge=1, le=256, description="clean/corrupted pairs")
-    sites: list[str] | None = Field(None, max_length=64, description="default: every site")
-    direction: Literal["denoise", "noise"] = "denoise"
-    per_element: str | None = Field(None, max_length=32,
-                                    description='an axis ("slot", "head") to patch element by element (default whole sites)')
-    memory_budget_mb: int = Field(512, ge=16, le=16384)
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"pairs": 8, "direction": "denoise"}]})
-
-
-class GradientsRequest(_JobRequest):
-    samples: int = Field(16, ge=1, le=512)
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"samples": 16, "seed": 0}]})
-
-
-class ReportRequest(_JobRequest):
-    samples: int = Field(32, ge=2, le=512, description="at least 2: resample ablation swaps sequences")
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"samples": 32, "seed": 0}]})
-
-
 class JobOut(BaseModel):
     id: str
     checkpoint_id: str
-    kind: JobKind
+    kind: JobKindName
     status: JobStatus
     progress: float = Field(ge=0, le=1)
     message: str | None = None
@@ -216,9 +161,43 @@ class JobOut(BaseModel):
     result: Any = Field(None, description="the result, once done (only in GET /api/jobs/{job_id})")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e", "checkpoint_id": "3f2a9c0d1e4b5a67", "kind": "ablations",
+        "id": "9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e", "checkpoint_id": "3f2a9c0d1e4b5a67", "kind": next(iter(KINDS)),
         "status": "running", "progress": 0.4, "message": None,
         "request": {"task": {"name": "copy", "params": {"bits": 8}}, "seed": 0, "samples": 32, "specs": []},
         "cached": False, "error": None, "created_at": "2025-01-01T12:00:00.000Z",
         "started_at": "2025-01-01T12:00:00.100Z", "finished_at": None, "result": None,
+    }]})
+
+
+@lru_cache(maxsize=None)
+def job_out_model(kind_names: tuple[str, ...]) -> type[JobOut]:
+    """JobOut whose `kind` is one of these names: an app serving other kinds than `KINDS`
+    documents and validates its own (the same model when the kinds are `KINDS`)."""
+    if kind_names == tuple(KINDS):
+        return JobOut
+    return create_model("JobOut", __base__=JobOut, __module__=__name__, kind=(Literal[kind_names], ...))
+
+
+# -- kinds ------------------------------------------------------------------------------------------
+
+class LimitOut(BaseModel):
+    minimum: int | float | None = None
+    maximum: int | float | None = Field(None, description="the tighter of the schema's and this server's limit")
+    default: int | float | None = None
+
+
+class KindOut(BaseModel):
+    name: str = Field(description='a job kind, or "trace" (synchronous)')
+    summary: str
+    route: str = Field(description="the route that starts it, e.g. /api/checkpoints/{checkpoint_id}/report")
+    method: Literal["POST"]
+    limits: dict[str, LimitOut] = Field(description="each numeric request field's range and default")
+    task_param_max: int = Field(description="the largest integer task parameter a request may set on this server")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "trace", "summary": "Run the model on a task sample (synchronous)",
+        "route": "/api/checkpoints/{checkpoint_id}/trace", "method": "POST",
+        "limits": {"seed": {"minimum": 0, "maximum": 2**31 - 1, "default": 0},
+                   "samples": {"minimum": 1, "maximum": 16, "default": 1}},
+        "task_param_max": 4096,
     }]})

@@ -84,7 +84,7 @@ def register_zoo(store, zoo_dir: Path | None = None) -> tuple[list[dict], int]:
 def queue_reports(app, records: list[dict]) -> int:
     """A report job for each zoo checkpoint that has no verdict yet (an identical job
     already queued or running is reused, a stored result is reused at once)."""
-    from mnemoscope.server.schemas import ReportRequest
+    from mnemoscope.server.kinds import REPORT
     from mnemoscope.server.services import jobs as job_service
 
     store, manager, settings = app.state.store, app.state.jobs, app.state.settings
@@ -93,7 +93,7 @@ def queue_reports(app, records: list[dict]) -> int:
         current = store.get_checkpoint(record["id"])
         if current is None or current["verdict"] is not None:
             continue
-        job = job_service.submit(store, manager, settings, record["id"], "report", ReportRequest())
+        job = job_service.submit(store, manager, settings, record["id"], REPORT, REPORT.request_model())
         queued += job["status"] in ("queued", "running")
     return queued
 

@@ -11,18 +11,16 @@ import hashlib
 import json
 import threading
 import uuid
-
-from pydantic import BaseModel
+from typing import Mapping
 
 from mnemoscope import __version__
-from mnemoscope.analysis.ablation import MODES
-from mnemoscope.models.sites import SiteSpec, resolve_sites
 
-from ..errors import Invalid, NotFound
+from ..errors import NotFound
 from ..jobs import JobManager
+from ..kinds import JobKind
+from ..request_base import JobRequest
 from ..settings import Settings
 from ..store import UNFINISHED, Store, now
-from .analysis import report_summary
 from .checkpoints import get_or_404
 from .models import ModelCache
 from .tasks import resolve_task
@@ -40,122 +38,50 @@ def result_key(sha256: str, kind: str, request: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _site_specs(record: dict) -> dict[str, SiteSpec]:
-    return {s["name"]: SiteSpec(**{**s, "shape": tuple(s["shape"]), "axes": tuple(s["axes"])}) for s in record["sites"]}
+def normalize(kind: JobKind, record: dict, body: JobRequest, settings: Settings) -> dict:
+    """The task resolved to its full spec and the seed (every job has them), then the kind's own fields."""
+    choice = body.task
+    task = resolve_task(record, choice.name if choice else None, choice.params if choice else None,
+                        max_int=settings.max_task_param)
+    return {"task": task.spec(), "seed": body.seed, **kind.normalize(record, body, settings)}
 
 
-def _sites(specs: dict[str, SiteSpec], patterns: list[str]) -> list[str]:
-    try:
-        return sorted(resolve_sites(specs, patterns))
-    except ValueError as exc:
-        raise Invalid(str(exc)) from exc
-
-
-def _check_elements(specs: dict[str, SiteSpec], sites: list[str], elements: dict[str, list[int]]) -> None:
-    for name in sites:
-        spec = specs[name]
-        for axis, idx in elements.items():
-            if axis not in spec.axes:
-                raise Invalid(f"site {name!r} has no axis {axis!r}; its axes are {list(spec.axes)}")
-            size = spec.shape[spec.axes.index(axis)]
-            if size is None:
-                raise Invalid(f"site {name!r}: axis {axis!r} grows with the sequence; choose a fixed-size axis")
-            bad = [i for i in idx if not 0 <= i < size]
-            if bad or not idx:
-                raise Invalid(f"site {name!r}: indices {bad or '[]'} are not valid for axis {axis!r} of size {size}")
-
-
-def normalize(kind: str, record: dict, body: BaseModel, settings: Settings) -> dict:
-    task_choice = body.task
-    task = resolve_task(record, task_choice.name if task_choice else None,
-                        task_choice.params if task_choice else None, max_int=settings.max_task_param)
-    request: dict = {"task": task.spec(), "seed": body.seed}
-    specs = _site_specs(record)
-    if kind == "ablations":
-        request["samples"] = body.samples
-        if body.specs is None:
-            # every site on its own, zeroed (the output itself excepted: zeroing it says nothing)
-            chosen = [{"sites": [n], "mode": "zero", "steps": None, "elements": None, "label": None}
-                      for n, s in specs.items() if not s.on_request and s.kind != "output"]
-        else:
-            chosen = []
-            for spec in body.specs:
-                if spec.mode not in MODES:
-                    raise Invalid(f"unknown ablation mode {spec.mode!r}; choose one of {list(MODES)}")
-                sites = _sites(specs, spec.sites)
-                elements = {k: sorted(set(v)) for k, v in sorted(spec.elements.items())} if spec.elements else None
-                if elements:
-                    _check_elements(specs, sites, elements)
-                chosen.append({
-                    "sites": sites,
-                    "mode": spec.mode,
-                    "steps": sorted(set(spec.steps)) if spec.steps is not None else None,
-                    "elements": elements,
-                    "label": spec.label,
-                })
-        if not chosen:
-            raise Invalid("nothing to ablate: this model declares no sites besides its output")
-        request["specs"] = chosen
-    elif kind == "patching":
-        sites = _sites(specs, body.sites) if body.sites else None
-        if body.per_element is not None:
-            if sites is not None:
-                lacking = [n for n in sites if body.per_element not in specs[n].axes]
-                if lacking:
-                    raise Invalid(f"per_element={body.per_element!r}: sites {lacking} have no such axis")
-            elif not any(body.per_element in s.axes for s in specs.values()):
-                axes = sorted({a for s in specs.values() for a in s.axes})
-                raise Invalid(f"per_element={body.per_element!r}: no site of this model has that axis; "
-                              f"its axes are {axes}")
-        request.update(
-            pairs=body.pairs,
-            sites=sites,
-            direction=body.direction,
-            per_element=body.per_element,
-            memory_budget_mb=body.memory_budget_mb,
-        )
-    elif kind in ("gradients", "report"):
-        request["samples"] = body.samples
-    else:
-        raise ValueError(f"unknown job kind {kind!r}")
-    return request
-
-
-def submit(store: Store, manager: JobManager, settings: Settings, checkpoint_id: str, kind: str,
-           body: BaseModel) -> dict:
+def submit(store: Store, manager: JobManager, settings: Settings, checkpoint_id: str, kind: JobKind,
+           body: JobRequest) -> dict:
     """Queue a job, or return the identical job already queued or running, or a new job
     that is done at once because the same request on the same bytes was computed before."""
     request = normalize(kind, get_or_404(store, checkpoint_id), body, settings)
     with _lock:
         record = get_or_404(store, checkpoint_id)
-        key = result_key(record["sha256"], kind, request)
+        key = result_key(record["sha256"], kind.name, request)
         active = store.find_job_by_key(key, UNFINISHED)
         if active is not None:
             return active
         job = {
-            "id": uuid.uuid4().hex, "checkpoint_id": checkpoint_id, "kind": kind, "request": request, "key": key,
-            "status": "queued", "progress": 0.0, "cached": 0, "created_at": now(),
+            "id": uuid.uuid4().hex, "checkpoint_id": checkpoint_id, "kind": kind.name, "request": request,
+            "key": key, "status": "queued", "progress": 0.0, "cached": 0, "created_at": now(),
         }
         previous = store.find_job_by_key(key, ("done",))
         if previous is not None and store.result_path(key).is_file():
             t = now()
             job.update(status="done", progress=1.0, cached=1, started_at=t, finished_at=t)
             job = store.add_job(job)
-            if kind == "report":  # the badge shows the latest finished report, reused or not
-                summary = report_summary(store.read_result(key))
-                store.set_verdict(checkpoint_id, summary["verdict"], summary["score"], job["id"])
+            if kind.on_done is not None:  # a reused result is done as much as a computed one
+                kind.on_done(store, job, kind.summarize(store.read_result(key)))
             return job
         job = store.add_job(job)
     manager.submit(job["id"])
     return job
 
 
-def on_done(store: Store):
-    """Dispatcher callback: a finished report sets the checkpoint's verdict badge."""
+def on_done(store: Store, kinds: Mapping[str, JobKind]):
+    """Dispatcher callback: the finished job's kind does what it does when done (the
+    report sets the checkpoint's verdict badge)."""
 
     def callback(job: dict, summary: dict) -> None:
-        if job["kind"] == "report":
-            store.set_verdict(job["checkpoint_id"], summary.get("verdict"), summary.get("score"), job["id"])
+        kind = kinds.get(job["kind"])
+        if kind is not None and kind.on_done is not None:
+            kind.on_done(store, job, summary)
 
     return callback
 

@@ -10,6 +10,7 @@ EXPECTED = {
     ("post", "/api/checkpoints/{checkpoint_id}/ablations"), ("post", "/api/checkpoints/{checkpoint_id}/patching"),
     ("post", "/api/checkpoints/{checkpoint_id}/gradients"), ("post", "/api/checkpoints/{checkpoint_id}/report"),
     ("get", "/api/jobs"), ("get", "/api/jobs/{job_id}"), ("delete", "/api/jobs/{job_id}"),
+    ("get", "/api/kinds"),
 }
 MUTATING = {(m, p) for m, p in EXPECTED if m in ("post", "delete") and not p.endswith("/trace")}
 
@@ -36,7 +37,7 @@ def test_errors_are_documented_as_sent(client):
 def test_request_bodies_have_examples(client):
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     for name in ("TraceRequest", "AblationsRequest", "PatchingRequest", "GradientsRequest", "ReportRequest",
-                 "CheckpointOut", "JobOut"):
+                 "CheckpointOut", "JobOut", "KindOut"):
         assert schemas[name].get("examples"), name
 
 

@@ -109,7 +109,7 @@ def test_identical_queued_job_is_shared_and_cancel_works(client, upload, uploade
     ("ablations", {"specs": [{"sites": ["memory.read"]}]}, "controller.output"),
     ("ablations", {"specs": [{"sites": ["controller.output"], "mode": "scramble"}]}, "mode"),
     ("ablations", {"specs": [{"sites": ["controller.output"], "elements": {"slot": [0]}}]}, "no axis 'slot'"),
-    ("ablations", {"specs": [{"sites": ["controller.output"], "elements": {"feature": [99]}}]}, "not valid"),
+    ("ablations", {"specs": [{"sites": ["controller.output"], "elements": {"feature": [99]}}]}, "out of range"),
     ("ablations", {"specs": [{"sites": []}]}, "sites"),
     ("patching", {"sites": ["controller.output"], "per_element": "head"}, "no such axis"),
     ("patching", {"direction": "sideways"}, "direction"),
