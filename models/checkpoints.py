@@ -34,6 +34,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from .jsonable import to_jsonable
 from .registry import architecture, make_config
 from .sites import SiteModel
 
@@ -108,10 +109,10 @@ def save_checkpoint(
         config=model.config_dict(),
         task=task_spec,
         step=int(step),
-        metrics=_jsonable(metrics or {}),
+        metrics=_json_field("metrics", metrics or {}),
         name=name or f"{model.arch}-{task_spec.get('name', 'task')}",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        extra=_jsonable(extra) if extra is not None else None,
+        extra=_json_field("extra", extra) if extra is not None else None,
     )
     metadata = {}
     for key, value in meta.to_dict().items():
@@ -152,25 +153,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _jsonable(value: Any) -> Any:
-    """Tensors and numpy scalars to Python numbers; NaN/inf to None (JSON has neither)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-        return _jsonable(value)
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _json_field(key: str, value: Any) -> Any:
+    """A free-form field (metrics, extra) as JSON values; an object with no JSON form is
+    refused here rather than stored as its repr for good."""
+    try:
+        return to_jsonable(value, strict=True)
+    except TypeError as exc:
+        raise ValueError(f"checkpoint field {key!r} is not JSON-serialisable: {exc}") from exc
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -464,7 +453,7 @@ def _import_state_dict(path: Path, sd: dict[str, Tensor]) -> LoadedCheckpoint:
         metrics=info.get("metrics", {}) or {},
         name=info.get("name") or path.stem,
         created_at=info.get("created_at", ""),
-        extra=_jsonable(extra),
+        extra=to_jsonable(extra),
     )
     model.eval()
     return LoadedCheckpoint(model, meta, _count_parameters(model), path)
