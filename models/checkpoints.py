@@ -25,7 +25,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,14 +33,13 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from .files import TORCH_SUFFIXES, format_from_name, sniff_format, write_atomic
 from .jsonable import to_jsonable
 from .registry import architecture, make_config
 from .sites import SiteModel
 
 FORMAT = "mnemoscope-checkpoint"
 FORMAT_VERSION = 1
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".model")
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # real headers are kilobytes; anything larger is hostile
 
 _DTYPE_BYTES = {
@@ -125,32 +123,8 @@ def save_checkpoint(
     data = st_save(tensors, metadata=metadata)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, data)
     return path
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _json_field(key: str, value: Any) -> Any:
@@ -202,20 +176,12 @@ def _file_kind(path: Path) -> str:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path.name}: the file is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        return "safetensors"
-    if suffix in TORCH_SUFFIXES:
-        return "torch"
-    with open(path, "rb") as f:
-        head = f.read(9)
-    # safetensors first: its 8-byte header length can begin with 0x80, like a pickle
-    if head[8:9] == b"{":  # 8-byte length, then the JSON header
-        return "safetensors"
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "torch"  # zip (torch >= 1.6) or a legacy pickle stream
+    # the suffix first: a file we name (an upload is renamed after its content) or the user named
+    kind = format_from_name(path) or sniff_format(path)
+    if kind is not None:
+        return kind
     raise CheckpointError(
-        f"{path.name}: unknown file type {suffix or '(no suffix)'!r}; expected a .safetensors "
+        f"{path.name}: unknown file type {path.suffix.lower() or '(no suffix)'!r}; expected a .safetensors "
         f"checkpoint or a PyTorch file ({', '.join(TORCH_SUFFIXES)})"
     )
 
