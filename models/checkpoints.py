@@ -332,10 +332,14 @@ def _check_tensors(path: Path, model: SiteModel, tensors: Mapping[str, Tensor]) 
         got = tuple(tensors[key].shape)
         if got != shape:
             raise CheckpointError(f"{name}: tensor {key!r} has shape {got}, expected {shape} for this config")
+    _check_finite(path, tensors)
+
+
+def _check_finite(path: Path, tensors: Mapping[str, Tensor]) -> None:
     for key, t in tensors.items():
         if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
-            raise CheckpointError(f"{name}: tensor {key!r} has {bad} NaN or infinite values")
+            raise CheckpointError(f"{path.name}: tensor {key!r} has {bad} NaN or infinite values")
 
 
 def _count_parameters(model: torch.nn.Module) -> int:
@@ -397,9 +401,7 @@ def _import_state_dict(path: Path, sd: dict[str, Tensor]) -> LoadedCheckpoint:
             "no importer recognises it. Save a dict with arch, config, task and state_dict, or a "
             ".safetensors checkpoint"
         )
-    for key, t in sd.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{path.name}: tensor {key!r} has NaN or infinite values")
+    _check_finite(path, sd)
     try:
         model, info = convert_state_dict(sd)
     except CheckpointError:
