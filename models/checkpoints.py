@@ -25,7 +25,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,13 +33,13 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from .files import TORCH_SUFFIXES, format_from_name, sniff_format, write_atomic
+from .jsonable import to_jsonable
 from .registry import architecture, make_config
 from .sites import SiteModel
 
 FORMAT = "mnemoscope-checkpoint"
 FORMAT_VERSION = 1
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".model")
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # real headers are kilobytes; anything larger is hostile
 
 _DTYPE_BYTES = {
@@ -108,10 +107,10 @@ def save_checkpoint(
         config=model.config_dict(),
         task=task_spec,
         step=int(step),
-        metrics=_jsonable(metrics or {}),
+        metrics=_json_field("metrics", metrics or {}),
         name=name or f"{model.arch}-{task_spec.get('name', 'task')}",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        extra=_jsonable(extra) if extra is not None else None,
+        extra=_json_field("extra", extra) if extra is not None else None,
     )
     metadata = {}
     for key, value in meta.to_dict().items():
@@ -124,53 +123,17 @@ def save_checkpoint(
     data = st_save(tensors, metadata=metadata)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, data)
     return path
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (not every platform can open a directory)."""
+def _json_field(key: str, value: Any) -> Any:
+    """A free-form field (metrics, extra) as JSON values; an object with no JSON form is
+    refused here rather than stored as its repr for good."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _jsonable(value: Any) -> Any:
-    """Tensors and numpy scalars to Python numbers; NaN/inf to None (JSON has neither)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-        return _jsonable(value)
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        return to_jsonable(value, strict=True)
+    except TypeError as exc:
+        raise ValueError(f"checkpoint field {key!r} is not JSON-serialisable: {exc}") from exc
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -213,20 +176,12 @@ def _file_kind(path: Path) -> str:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path.name}: the file is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        return "safetensors"
-    if suffix in TORCH_SUFFIXES:
-        return "torch"
-    with open(path, "rb") as f:
-        head = f.read(9)
-    # safetensors first: its 8-byte header length can begin with 0x80, like a pickle
-    if head[8:9] == b"{":  # 8-byte length, then the JSON header
-        return "safetensors"
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "torch"  # zip (torch >= 1.6) or a legacy pickle stream
+    # the suffix first: a file we name (an upload is renamed after its content) or the user named
+    kind = format_from_name(path) or sniff_format(path)
+    if kind is not None:
+        return kind
     raise CheckpointError(
-        f"{path.name}: unknown file type {suffix or '(no suffix)'!r}; expected a .safetensors "
+        f"{path.name}: unknown file type {path.suffix.lower() or '(no suffix)'!r}; expected a .safetensors "
         f"checkpoint or a PyTorch file ({', '.join(TORCH_SUFFIXES)})"
     )
 
@@ -377,10 +332,14 @@ def _check_tensors(path: Path, model: SiteModel, tensors: Mapping[str, Tensor]) 
         got = tuple(tensors[key].shape)
         if got != shape:
             raise CheckpointError(f"{name}: tensor {key!r} has shape {got}, expected {shape} for this config")
+    _check_finite(path, tensors)
+
+
+def _check_finite(path: Path, tensors: Mapping[str, Tensor]) -> None:
     for key, t in tensors.items():
         if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
-            raise CheckpointError(f"{name}: tensor {key!r} has {bad} NaN or infinite values")
+            raise CheckpointError(f"{path.name}: tensor {key!r} has {bad} NaN or infinite values")
 
 
 def _count_parameters(model: torch.nn.Module) -> int:
@@ -442,9 +401,7 @@ def _import_state_dict(path: Path, sd: dict[str, Tensor]) -> LoadedCheckpoint:
             "no importer recognises it. Save a dict with arch, config, task and state_dict, or a "
             ".safetensors checkpoint"
         )
-    for key, t in sd.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{path.name}: tensor {key!r} has NaN or infinite values")
+    _check_finite(path, sd)
     try:
         model, info = convert_state_dict(sd)
     except CheckpointError:
@@ -464,7 +421,7 @@ def _import_state_dict(path: Path, sd: dict[str, Tensor]) -> LoadedCheckpoint:
         metrics=info.get("metrics", {}) or {},
         name=info.get("name") or path.stem,
         created_at=info.get("created_at", ""),
-        extra=_jsonable(extra),
+        extra=to_jsonable(extra),
     )
     model.eval()
     return LoadedCheckpoint(model, meta, _count_parameters(model), path)

@@ -37,12 +37,14 @@ Sites (layer-local names; a stacked model prefixes them with `layers.<i>.`), all
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import ops
 from .sites import SiteSpec
 
 RULES = ("linear", "retnet", "gla", "delta", "gated_delta")
@@ -79,18 +81,9 @@ def retnet_gammas(heads: int) -> Tensor:
     return 1.0 - torch.pow(2.0, -5.0 - torch.arange(heads, dtype=torch.float64))
 
 
-def segsum(x: Tensor) -> Tensor:
-    """`x [..., T, G]` log-decays -> `[..., T, T, G]` with [t, s] = sum_{i=s+1..t} x_i for t >= s, -inf above.
-
-    Mamba-2's masked cumulative sum rather than a difference of prefix sums: exact for decays of zero
-    (log = -inf) and free of cancellation when the prefix sums are large."""
-    T = x.shape[-2]
-    xs = x.transpose(-1, -2).unsqueeze(-1).expand(*x.shape[:-2], x.shape[-1], T, T)  # [..., G, i, s] = x_i
-    strict = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=-1)
-    out = torch.cumsum(xs.masked_fill(~strict, 0.0), dim=-2)  # [..., G, t, s] = sum_{s < i <= t} x_i
-    incl = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))
-    out = out.masked_fill(~incl, float("-inf"))
-    return out.movedim(-3, -1)  # [..., t, s, G]
+# log-decays here are [..., T, G] (G = 1 or d_k): time is the second-to-last axis,
+# and segsum's result [..., T, T, G] keeps G last
+segsum = functools.partial(ops.segsum, dim=-2)
 
 
 def _rev_exclusive_cumsum(x: Tensor, dim: int) -> Tensor:

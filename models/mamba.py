@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ops import segsum
 from .sites import SiteModel, SiteScope, SiteSpec, output_spec, prefixed
 
 
@@ -64,20 +65,6 @@ def parallel_scan(decay: Tensor, inp: Tensor, h0: Tensor | None = None) -> tuple
 
 
 SCAN_MODES = ("auto", "sequential", "parallel")
-
-
-def segsum(x: Tensor) -> Tensor:
-    """`out[..., i, j] = sum_{k=j+1..i} x[..., k]` for j <= i, -inf above the diagonal.
-
-    Summing a masked copy (Mamba-2's trick) instead of subtracting two cumulative sums
-    keeps the nearby entries exact when the cumulative sums are large.
-    """
-    T = x.shape[-1]
-    xr = x.unsqueeze(-1).expand(*x.shape, T)  # xr[..., i, j] = x_i
-    strict = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=-1)
-    out = torch.cumsum(xr.masked_fill(~strict, 0.0), dim=-2)
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))
-    return out.masked_fill(~causal, float("-inf"))
 
 
 def implicit_attention(dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..models.checkpoints import fsync_dir
+from ..models.files import fsync_dir, write_atomic
 
 SCHEMA_VERSION = 1
 UNFINISHED = ("queued", "running")
@@ -77,21 +77,6 @@ _JOB_FIELDS = {"status", "progress", "message", "error", "started_at", "finished
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def write_json_atomic(path: Path, obj: Any) -> int:

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from mnemoscope.models.checkpoints import CheckpointError, load_checkpoint
+from mnemoscope.models.files import format_from_name, sniff_format
 
 from ..errors import Invalid, NotFound
 from ..store import Store, now
@@ -31,16 +32,8 @@ def get_or_404(store: Store, checkpoint_id: str) -> dict:
 def file_suffix(head: bytes, filename: str) -> tuple[str, str]:
     """(suffix the loader dispatches on, format name), from the content first and the
     client's file name only when the content says nothing (both loaders are safe)."""
-    # safetensors first: its 8-byte header length can start with 0x80, like a pickle
-    if len(head) >= 9 and head[8:9] == b"{":
-        return ".safetensors", "safetensors"
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return ".pt", "torch"
-    lower = filename.lower()
-    for suffix in (".pt", ".pth", ".bin", ".ckpt", ".model"):
-        if lower.endswith(suffix):
-            return ".pt", "torch"
-    return ".safetensors", "safetensors"
+    fmt = sniff_format(head) or format_from_name(filename) or "safetensors"
+    return (".pt" if fmt == "torch" else ".safetensors"), fmt
 
 
 def validate(path: Path, display: str) -> dict:

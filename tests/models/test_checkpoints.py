@@ -110,6 +110,12 @@ def test_save_accepts_task_object_and_cleans_metrics(tmp_path):
     assert meta.name == "lstm-copy"
 
 
+def test_save_refuses_metadata_with_no_json_form(tmp_path):
+    with pytest.raises(ValueError, match="field 'extra' is not JSON-serialisable.*object"):
+        save_checkpoint(tmp_path / "a.safetensors", lstm(), task=TASK, extra={"note": object()})
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
 def test_save_is_atomic_and_leaves_no_temp_files(saved, tmp_path, monkeypatch):
     model, path = saved
     before = path.read_bytes()

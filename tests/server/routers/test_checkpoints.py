@@ -87,7 +87,7 @@ def test_pytorch_ntm_file_is_imported(upload, pytorch_ntm_file):
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["arch"] == "ntm" and body["format"] == "torch"
-    assert body["source"] == "pytorch-ntm" or body["source"].startswith("pytorch-ntm")
+    assert body["source"] == "pytorch-ntm"
     assert body["task"]["name"] == "copy"
     assert body["name"] == "copy-task-1-batch-40000" and body["filename"] == pytorch_ntm_file.name
 
