@@ -108,6 +108,16 @@ class Intervention:
     elements: Tensor | None = None
 
 
+def _check_in_range(site: str, field: str, indices, size: int, what: str) -> None:
+    if indices is None:
+        return
+    values = indices.tolist() if isinstance(indices, Tensor) else list(indices)
+    bad = [int(i) for i in values if not 0 <= int(i) < size]
+    if bad:
+        raise ValueError(f"intervention on {site!r}: {field} {bad[:8]} out of range; this run has {size} "
+                         f"{what}s (0 to {size - 1})")
+
+
 class Trace:
     """Recorded site values, looked up by name: `trace["memory.read"]` is `[B, T, *shape]`.
 
@@ -186,6 +196,13 @@ class SiteBus:
     def begin(self, batch: int, steps: int) -> None:
         self.batch, self.steps = batch, steps
         self._compiled = {}
+        # An intervention aimed past the sequence or the batch would silently do nothing;
+        # say so instead (the REST routes refuse the same requests with a 422).
+        for name, interventions in self.interventions.items():
+            for iv in interventions:
+                _check_in_range(name, "steps", iv.steps, steps, "timestep")
+                if iv.rows is not None and not (isinstance(iv.rows, Tensor) and iv.rows.dtype == torch.bool):
+                    _check_in_range(name, "rows", iv.rows, batch, "batch row")
 
     def step(self, name: str, value: Tensor, t: int) -> Tensor:
         if name in self.interventions:

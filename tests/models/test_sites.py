@@ -41,3 +41,17 @@ def test_batched_rows_equal_separate_runs():
     for t in range(5):
         single, _ = run_with_sites(m, x[:1], interventions=[Intervention("controller.cell", 0.0, steps=[t])])
         assert (batched[t] - single[0]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=[12]), r"steps \[12\] out of range; this run has 7 timesteps"),
+    (dict(steps=[-1]), r"steps \[-1\] out of range"),
+    (dict(rows=[4]), r"rows \[4\] out of range; this run has 2 batch rows"),
+])
+def test_intervention_outside_the_run_is_an_error_not_a_no_op(kwargs, message):
+    m = lstm()
+    with pytest.raises(ValueError, match=message):
+        run_with_sites(m, torch.randn(2, 7, 3), interventions=[Intervention("controller.output", 0.0, **kwargs)])
+    assert m._bus is None
+    # in range, the same intervention runs
+    run_with_sites(m, torch.randn(2, 13, 3), interventions=[Intervention("controller.output", 0.0, steps=[12])])
