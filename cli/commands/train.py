@@ -87,7 +87,9 @@ def add_remedy_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--controller-size", type=int, default=None, metavar="N",
                    help="controller width; a small one cannot hold the sequence itself (Santoro et al. 2016)")
     g.add_argument("--memory-init", choices=("constant", "learned", "random"), default=None,
-                   help="NTM memory initialisation; constant 1e-6 is Collier & Beel 2018's stabiliser")
+                   help="NTM memory initialisation (default: random). constant 1e-6 is Collier & Beel 2018's "
+                        "stabiliser, but with this NTM's all-zero initial weightings every slot then gets the "
+                        "same writes and the memory acts as one vector")
     g.add_argument("--dnc-fixes", action="store_true",
                    help="DNC masking, de-allocation and link sharpness (Csordás & Schmidhuber 2019)")
     g.add_argument("--window", type=int, default=None, metavar="W",
@@ -175,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "history.json").write_text(json.dumps(summary, indent=1, default=str))
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.final_metrics.items() if v is not None)
     print(f"{result.steps} steps in {result.seconds:.1f}s: {metrics}")
-    print(f"checkpoints ({len(result.checkpoints)}) in {out}/: final {result.final_checkpoint}")
+    print(f"{len(result.checkpoints)} checkpoint(s) in {out}/; the final model: {result.final_checkpoint}")
     print(f"history: {out / 'history.json'}")
     return 0
 
