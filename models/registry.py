@@ -17,7 +17,7 @@ def register(cls: type[SiteModel]) -> type[SiteModel]:
 
 
 # Modules whose import registers architectures; loaded lazily so `registry` has no cycle.
-ARCHITECTURE_MODULES = ("lstm", "ntm", "dnc", "mamba", "sequence")  # helpers add: "ntm", "dnc", "sequence"
+ARCHITECTURE_MODULES = ("lstm", "ntm", "dnc", "mamba", "sequence", "hf")  # helpers add: "ntm", "dnc", "sequence"
 
 
 def _load_all() -> None:
