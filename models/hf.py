@@ -46,6 +46,7 @@ LAYER_LISTS: dict[str, str] = {
     "bamba": "model.layers",
     "nemotron_h": "model.layers",
     "granitemoehybrid": "model.layers",
+    "falcon_h1": "model.layers",
     "qwen3_next": "model.layers",
     "recurrent_gemma": "model.layers",
     "minimax": "model.layers",
@@ -64,7 +65,7 @@ BUILD_OVERRIDES: dict[str, dict[str, Any]] = {"rwkv": {"rescale_every": 0}}
 MODULE_KINDS: dict[str, str] = {
     # selective state-space mixers (Mamba-1, Mamba-2 and their hybrids)
     "MambaMixer": "ssm", "Mamba2Mixer": "ssm", "FalconMambaMixer": "ssm", "JambaMambaMixer": "ssm",
-    "BambaMixer": "ssm", "NemotronHMamba2Mixer": "ssm", "GraniteMoeHybridMambaLayer": "ssm",
+    "BambaMixer": "ssm", "NemotronHMamba2Mixer": "ssm", "GraniteMoeHybridMambaLayer": "ssm", "FalconH1Mixer": "ssm",
     # key-value matrix memories read by queries: Gated DeltaNet, lightning attention, mLSTM
     "Qwen3NextGatedDeltaNet": "linear_attention", "MiniMaxLightningAttention": "linear_attention",
     "xLSTMLayer": "linear_attention",
@@ -74,11 +75,13 @@ MODULE_KINDS: dict[str, str] = {
     "JambaAttention": "attention", "BambaAttention": "attention", "NemotronHAttention": "attention",
     "GraniteMoeHybridAttention": "attention", "Qwen3NextAttention": "attention",
     "RecurrentGemmaAttention": "attention", "MiniMaxAttention": "attention", "Lfm2Attention": "attention",
+    "FalconH1Attention": "attention",
     # short causal convolution (LFM2's gated conv operator)
     "Lfm2ShortConv": "conv",
     # per-token feed-forward (RWKV's channel mixing also shifts the token by one: not memory either)
     "JambaMLP": "mlp", "BambaMLP": "mlp", "NemotronHMLP": "mlp", "GraniteMoeHybridMLP": "mlp",
     "Qwen3NextMLP": "mlp", "RecurrentGemmaMlp": "mlp", "Lfm2MLP": "mlp", "xLSTMFeedForward": "mlp",
+    "FalconH1MLP": "mlp",
     "RwkvFeedForward": "mlp",
     # mixtures of experts
     "JambaSparseMoeBlock": "moe", "NemotronHMoE": "moe", "GraniteMoeHybridMoE": "moe",
@@ -307,7 +310,8 @@ class HFModel(SiteModel):
     def prepare_input(self, x: Tensor) -> Tensor:
         V = self.config.vocab_size
         if x.is_floating_point() and (x.dim() != 3 or x.shape[-1] != V):
-            raise ValueError(f"this model takes token ids [B, T] or soft tokens [B, T, {V}]; got floats {tuple(x.shape)}")
+            raise ValueError(f"this model takes token ids [B, T] or soft tokens [B, T, {V}]; "
+                             f"got floats {tuple(x.shape)}")
         if not x.is_floating_point() and x.dim() != 2:
             raise ValueError(f"token ids must be [B, T]; got shape {tuple(x.shape)}")
         return x

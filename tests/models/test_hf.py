@@ -42,6 +42,8 @@ TINY: dict[str, dict] = {
                              shared_intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
                              layer_types=["mamba", "attention", "mamba", "mamba"], mamba_n_heads=8, mamba_d_head=8,
                              mamba_n_groups=1, mamba_d_state=8, mamba_chunk_size=4),
+    "falcon_h1": dict(num_hidden_layers=2, **ATTENTION, mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8,
+                      mamba_n_groups=1, mamba_d_state=8, mamba_chunk_size=4),  # attention and SSM side by side
     "qwen3_next": dict(num_hidden_layers=4, **ATTENTION,
                        layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
                        linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
@@ -59,7 +61,7 @@ TINY: dict[str, dict] = {
 }
 # The memory kind each model's layers must show (lfm2 has none: short convolutions and attention).
 MEMORY_KIND = {"mamba": "ssm", "mamba2": "ssm", "falcon_mamba": "ssm", "jamba": "ssm", "bamba": "ssm",
-               "nemotron_h": "ssm", "granitemoehybrid": "ssm", "qwen3_next": "linear_attention",
+               "nemotron_h": "ssm", "granitemoehybrid": "ssm", "falcon_h1": "ssm", "qwen3_next": "linear_attention",
                "minimax": "linear_attention", "xlstm": "linear_attention", "recurrent_gemma": "recurrent",
                "rwkv": "recurrent", "lfm2": None}
 CASES = [*SUPPORTED_MODEL_TYPES, "mamba-native"]  # a Mamba-1 directory imports as the native `mamba` by default
@@ -303,3 +305,12 @@ def test_shard_index_cannot_point_outside_the_folder(good_folder, tmp_path, caps
     index = {"metadata": {}, "weight_map": {"rwkv.embeddings.weight": "../outside.safetensors"}}
     (good_folder / "model.safetensors.index.json").write_text(json.dumps(index))
     assert "same folder" in refused(good_folder, tmp_path, capsys)
+
+
+def test_one_hot_soft_tokens_equal_token_ids(tmp_path):
+    model = import_hf_dir(save_tiny("qwen3_next", tmp_path / "hf"))
+    ids = torch.randint(0, 64, (2, T), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (model(torch.nn.functional.one_hot(ids, 64).float()) - model(ids)).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="soft tokens"):
+        model(torch.randn(2, T, 8))
