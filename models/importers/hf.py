@@ -53,6 +53,8 @@ def read_config(root: Path) -> dict:
         check_hf_config(config)
     except ValueError as exc:
         raise ValueError(f"{config_file}: {exc}") from exc
+    if "vocab_size" not in config:  # save_pretrained may leave out a default; the sites and tasks need it
+        config["vocab_size"] = int(transformers_config(config).vocab_size)
     return config
 
 
@@ -174,6 +176,7 @@ class HFImport:
 def import_hf(path: str | os.PathLike, task: Mapping | str | None = None, *, wrap_mamba: bool = False) -> HFImport:
     root = Path(path)
     config = read_config(root)
+    spec = task_spec(task, int(config["vocab_size"]))  # before the weights: a wrong task fails fast
     files = weight_files(root)
     model_type = config["model_type"]
     if model_type == "mamba" and not wrap_mamba:
@@ -182,7 +185,6 @@ def import_hf(path: str | os.PathLike, task: Mapping | str | None = None, *, wra
         model: SiteModel = convert_hf_state_dict(read_weights(files), config)
     else:
         model = HFModel(HFConfig(config), hf_model=load_pretrained(root, config))
-    spec = task_spec(task, int(config["vocab_size"]))
     extra = {
         "imported_from": "hf",
         "source": root.name,
