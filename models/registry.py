@@ -18,6 +18,7 @@ ARCHITECTURES: dict[str, str] = {
     "dnc": "dnc:DNC",
     "mamba": "mamba:Mamba",
     "sequence": "sequence:SequenceModel",
+    "hf": "hf:HFModel",
 }
 
 
