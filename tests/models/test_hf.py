@@ -18,7 +18,7 @@ from mnemoscope.models import Intervention, run_with_sites  # noqa: E402
 from mnemoscope.models.checkpoints import inspect_checkpoint, load_checkpoint  # noqa: E402
 from mnemoscope.models.hf import SUPPORTED_MODEL_TYPES, HFModel, decode_config, encode_config  # noqa: E402
 from mnemoscope.models.importers.hf import import_hf_dir  # noqa: E402
-from mnemoscope.server.cli import main  # noqa: E402
+from mnemoscope.cli import main  # noqa: E402
 
 T = 9  # sequence length: longer than the Mamba-2 chunk (4) and RecurrentGemma's window (4)
 STEP = 4  # where interventions land
