@@ -102,16 +102,28 @@ def visible_keys(values: Tensor) -> Tensor:
     return seen.sum(-1).clamp(min=1)
 
 
+def site_support(spec, values: Tensor) -> Tensor | int:
+    """n for each row of a distribution site's values `[B, T, *shape]`: the declared size
+    of its last axis, or, where that axis grows with the sequence, the keys visible at
+    each step (`[1, T, 1, ...]`, broadcastable to the rows)."""
+    if spec.shape[-1] is None:
+        T = values.shape[1]
+        return visible_keys(values).view(1, T, *([1] * (values.dim() - 3)))
+    return int(spec.shape[-1])
+
+
+def per_step_entropy(spec, values: Tensor) -> Tensor:
+    """`[B, T, *lead]` normalised entropy of every row (one head at one step of one
+    sequence) of a distribution site's values `[B, T, *shape]`, over the support the
+    row could use (`site_support`); NaN where it is undefined."""
+    return normalised_entropy(values, site_support(spec, values))[0]
+
+
 def site_entropy(name: str, spec, values: Tensor) -> SiteEntropy:
     """Entropy of one recorded distribution site, values `[B, T, *shape]`."""
     B, T = values.shape[:2]
-    if spec.shape[-1] is None:
-        support = None
-        n = visible_keys(values).view(1, T, *([1] * (values.dim() - 3)))
-    else:
-        support = int(spec.shape[-1])
-        n = support
-    h, H, mass = normalised_entropy(values, n)  # [B, T, *lead]
+    support = None if spec.shape[-1] is None else int(spec.shape[-1])
+    h, H, mass = normalised_entropy(values, site_support(spec, values))  # [B, T, *lead]
     lead = tuple(h.shape[2:])
     finite = ~torch.isnan(h)
     mean = float(torch.nanmean(h)) if finite.any() else float("nan")

@@ -6,6 +6,7 @@
                       sites=["memory.read_weights"])
     job = api.start_ablation(ckpts[0]["id"], {"sites": ["memory.read"], "mode": "resample"})
     api.job(job["id"])["status"]         # queued / running / done / failed / cancelled
+    api.kinds()                          # the job kinds this server runs: routes and request limits
 
 Every failure is an `ApiError` whose message a person can read (the server's own
 `detail`, a validation problem spelled out, or "cannot reach the API at ..."), so the
@@ -23,7 +24,6 @@ import httpx
 # dashboard makes a client per callback. The context holds no request state.
 _SSL_CONTEXT = ssl.create_default_context()
 
-JOB_KINDS = ("ablations", "patching", "gradients", "report")
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -86,6 +86,7 @@ class ApiClient:
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport, verify=_SSL_CONTEXT
         )
+        self._kinds: list[dict] | None = None
 
     # -- plumbing -----------------------------------------------------------------------
     def close(self) -> None:
@@ -161,10 +162,20 @@ class ApiClient:
         return self.request("POST", f"/api/checkpoints/{_seg(checkpoint_id)}/trace", json=body)
 
     # -- jobs -------------------------------------------------------------------------------
+    def kinds(self) -> list[dict]:
+        """What the server runs: `[{"name", "summary", "route", "method", "limits":
+        {field: {"minimum", "maximum", "default"}}, "task_param_max"}]` for every job kind
+        and "trace". Asked once per client (a client lives for one callback)."""
+        if self._kinds is None:
+            body = self.request("GET", "/api/kinds")
+            self._kinds = list(body.get("kinds", []) if isinstance(body, Mapping) else body or [])
+        return self._kinds
+
     def start_job(self, checkpoint_id: str, kind: str, body: Mapping[str, Any] | None = None) -> dict:
-        if kind not in JOB_KINDS:
-            raise ValueError(f"unknown job kind {kind!r}; one of {JOB_KINDS}")
-        return self.request("POST", f"/api/checkpoints/{_seg(checkpoint_id)}/{kind}", json=dict(body or {}))
+        """Submit a job on the route the server gives for its kind."""
+        entry = kind_entry(self.kinds(), kind)
+        path = str(entry["route"]).replace("{checkpoint_id}", _seg(checkpoint_id))
+        return self.request(str(entry.get("method") or "POST"), path, json=dict(body or {}))
 
     def start_ablation(self, checkpoint_id: str, body: Mapping[str, Any]) -> dict:
         return self.start_job(checkpoint_id, "ablations", body)
@@ -181,11 +192,27 @@ class ApiClient:
     def job(self, job_id: str) -> dict:
         return self.request("GET", f"/api/jobs/{_seg(job_id)}")
 
-    def jobs(self) -> list[dict]:
-        return _items(self.request("GET", "/api/jobs"), "jobs")
+    def jobs(self, *, checkpoint_id: str | None = None, kind: str | None = None, status: str | None = None,
+             limit: int | None = None) -> list[dict]:
+        """Jobs, newest first, without results; the filters narrow the list (one request
+        polls a whole batch of jobs)."""
+        filters = {"checkpoint_id": checkpoint_id, "kind": kind, "status": status, "limit": limit}
+        params = {key: value for key, value in filters.items() if value is not None}
+        return _items(self.request("GET", "/api/jobs", params=params or None), "jobs")
 
     def cancel_job(self, job_id: str) -> Any:
         return self.request("DELETE", f"/api/jobs/{_seg(job_id)}")
+
+
+def kind_entry(kinds: Iterable[Mapping[str, Any]], kind: str) -> Mapping[str, Any]:
+    """One entry of `ApiClient.kinds()`; an ApiError (shown as a sentence) when the server
+    does not offer that kind."""
+    kinds = list(kinds)
+    for entry in kinds:
+        if entry.get("name") == kind:
+            return entry
+    offered = ", ".join(str(k.get("name")) for k in kinds) or "nothing"
+    raise ApiError(f"this server does not offer {kind!r} (it offers {offered})")
 
 
 def _seg(value: str) -> str:

@@ -152,6 +152,11 @@ def graph_card(graph_id: str, title: str, *, fig: dict | None = None, note: str 
     )
 
 
+def card_grid(*cards: Any, columns: int = 2, **kw: Any) -> html.Div:
+    """Cards side by side (one column on narrow screens; see mnemoscope.css)."""
+    return html.Div(list(cards), className=f"ms-grid-{columns}", **kw)
+
+
 # -- badges, errors, progress -------------------------------------------------------------
 
 def verdict_badge(verdict: str | None, score: float | None = None, ci: Sequence[float] | None = None) -> html.Span:
@@ -280,25 +285,6 @@ def fmt_bytes(n: Any) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
-
-
-def normalised_entropy(weights: Sequence[float | None], n: int | None = None) -> float | None:
-    """Entropy of a weighting over n places, divided by log n, in [0, 1].
-
-    The weights need not sum to one: a DNC's read and write weightings sum to at most 1
-    (the rest is "no read/write"), so the distribution over places is w / sum(w). All
-    (near) zero weight has no distribution: None. n defaults to len(weights); attention
-    over the t+1 visible keys passes n = t + 1.
-    """
-    values = [float(w) for w in weights if w is not None]
-    if n is None:
-        n = len(values)
-    values = [v for v in values[:n] if v > 0.0]
-    total = sum(values)
-    if n <= 1 or total <= 1e-12:
-        return None
-    h = -sum((v / total) * math.log(v / total) for v in values)
-    return max(0.0, min(1.0, h / math.log(n)))
 
 
 def mean(values: Iterable[float | None]) -> float | None:

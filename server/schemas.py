@@ -115,6 +115,11 @@ class TensorOut(BaseModel):
 class SiteTensorOut(TensorOut):
     kind: str
     distribution: bool
+    entropy: TensorOut | None = Field(
+        None, description="distribution sites: normalised entropy (0 sharp .. 1 uniform) of each row, axes "
+                          "[batch, time, <head axes>], over the support the row could use (the slots, or the "
+                          "keys visible at that step); null for other sites, and a value is null where it is undefined "
+                          "(no weight at all, or a single possible key)")
 
 
 class TraceSummary(BaseModel):

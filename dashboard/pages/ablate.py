@@ -9,105 +9,41 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
+from dash import dcc, html
 
-from ..api import ApiClient, ApiError
-from ..components import (
-    axis,
-    base_layout,
-    empty_figure,
-    error_box,
-    export_buttons,
-    export_payload,
-    figure,
-    flatten,
-    fmt,
-    get_path,
-    graph_card,
-    verdict_badge,
-)
-from .common import (
-    checkpoint_boot,
-    checkpoint_dropdown,
-    field,
-    job_controls,
-    parse_timesteps,
-    run_or_poll,
-    site_options,
-    sites_of_kind,
-    split_list,
-    to_int,
-)
+from ..components import (axis, base_layout, empty_figure, export_payload, figure, flatten, fmt, get_path,
+                          verdict_badge)
+from . import jobpage
+from .common import field, parse_timesteps
+from .jobpage import FigureCard
 
 PATH = "ablate"
 TITLE = "Ablate"
-URL_KEYS = ["checkpoint", "sites", "mode", "steps", "samples", "seed"]
 MODES = [("zero", "zero"), ("mean", "mean (over sequences, per step)"), ("resample", "resample (another input's value)")]
 
 
-def layout(params: Mapping[str, str], context=None) -> html.Div:
-    return html.Div(
-        [
-            dcc.Store(id="ablate-boot", data=dict(params)),
-            dcc.Store(id="ablate-url-keys", data=URL_KEYS),
-            html.Span(id="ablate-url-sink", hidden=True),
-            html.Div(
-                [
-                    field("Checkpoint", checkpoint_dropdown("ablate-checkpoint", params.get("checkpoint")), grow=True),
-                    field("Sites", dcc.Dropdown(id="ablate-sites", multi=True, value=split_list(params.get("sites")),
-                                                options=[{"label": v, "value": v} for v in split_list(params.get("sites"))],
-                                                placeholder="memory reads", className="ms-dropdown"), grow=True),
-                ],
-                className="ms-controls",
-            ),
-            html.Div(
-                [
-                    field("Mode", dcc.RadioItems(id="ablate-mode", options=[{"label": l, "value": v} for v, l in MODES],
-                                                 value=params.get("mode") or "resample", inline=True,
-                                                 className="ms-radio")),
-                    field("Timesteps", dcc.Input(id="ablate-steps", type="text", value=params.get("steps") or "all",
-                                                 placeholder="all, or 3-7, 12", debounce=True,
-                                                 className="ms-input")),
-                    field("Sequences", dcc.Input(id="ablate-samples", type="number", min=2, max=512, step=1,
-                                                 value=params.get("samples") or 32, className="ms-input ms-input-num")),
-                    field("Seed", dcc.Input(id="ablate-seed", type="number", min=0, step=1,
-                                            value=params.get("seed") or 0, className="ms-input ms-input-num")),
-                    html.Button("Run ablation", id="ablate-run", className="ms-btn ms-btn-primary"),
-                    export_buttons("ablate"),
-                ],
-                className="ms-controls",
-            ),
-            *job_controls("ablate"),
-            html.Div(id="ablate-boot-error"),
-            html.Div(id="ablate-error"),
-            html.Div(id="ablate-verdict", className="ms-verdict-wrap"),
-            html.Div(id="ablate-summary"),
-            html.Div(
-                [
-                    graph_card("ablate-metric", "Task metric per timestep: clean vs ablated", filename="ablation-metric",
-                               note="Shaded: the ablated timesteps."),
-                    graph_card("ablate-change", "Output change per timestep", filename="ablation-output-change",
-                               note="Mean absolute change of the output probabilities, and the share of "
-                                    "predictions that flip."),
-                ],
-                className="ms-grid-2",
-            ),
-        ],
-        className="ms-page",
-    )
+def controls(params: Mapping[str, str]) -> list[list]:
+    return [
+        [jobpage.sites_field(PAGE, params, "memory reads")],
+        [field("Mode", dcc.RadioItems(id="ablate-mode", options=[{"label": l, "value": v} for v, l in MODES],
+                                      value=params.get("mode") or "resample", inline=True, className="ms-radio")),
+         field("Timesteps", dcc.Input(id="ablate-steps", type="text", value=params.get("steps") or "all",
+                                      placeholder="all, or 3-7, 12", debounce=True, className="ms-input"))],
+    ]
 
 
-def ablation_body(sites: Sequence[str] | None, mode: str | None, steps_text: str | None, samples: Any,
-                  seed: Any) -> dict:
-    """The POST body for one ablation; ValueError names the field at fault."""
+def ablation_body(kinds: Sequence[Mapping], sites: Sequence[str] | None, mode: str | None, steps_text: str | None,
+                  samples: Any, seed: Any) -> dict:
+    """The POST body for one ablation, within the server's limits (`kinds`); ValueError
+    names the field at fault."""
     if not sites:
         raise ValueError("choose at least one site to ablate")
     if mode not in {m for m, _ in MODES}:
         raise ValueError(f"mode must be one of {', '.join(m for m, _ in MODES)}")
     steps = parse_timesteps(steps_text)
     return {
-        "samples": to_int(samples, default=32, minimum=2, maximum=512, name="sequences"),
-        "seed": to_int(seed, default=0, minimum=0, name="seed"),
+        "samples": PAGE.number("samples").parse(kinds, samples),
+        "seed": PAGE.number("seed").parse(kinds, seed),
         "specs": [{"sites": list(sites), "mode": mode, "steps": steps}],
     }
 
@@ -223,113 +159,30 @@ def result_view(results: Mapping[str, Any], body: Mapping[str, Any] | None) -> d
     }
 
 
-def load_sites(api: ApiClient, checkpoint_id: str | None, current: Sequence[str] | None) -> tuple:
-    """Site options for a checkpoint and the selection: the current one where it still
-    fits this model, else every memory read."""
-    if not checkpoint_id:
-        return [], [], None
-    try:
-        specs = api.sites(checkpoint_id)
-    except ApiError as exc:
-        return [], [], error_box(str(exc))
-    names = {s["name"] for s in specs}
-    keep = [s for s in (current or []) if s in names]
-    return site_options(specs), keep or sites_of_kind(specs, ("read",)), None
+def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, sites, mode, steps, samples, seed) -> tuple[dict, dict]:
+    """Two jobs: the ablation asked for, and the checkpoint's report (its verdict)."""
+    body = ablation_body(kinds, sites, mode, steps, samples, seed)
+    return {"ablation": (checkpoint_id, "ablations", body), "report": (checkpoint_id, "report", {})}, body
 
 
-def register(app, context) -> None:
-    @app.callback(
-        Output("ablate-checkpoint", "options"),
-        Output("ablate-boot-error", "children"),
-        Input("ablate-boot", "data"),
-        State("token-input", "value"),
-    )
-    def _boot(boot, token):
-        with context.client(token) as api:
-            return checkpoint_boot(api, boot)
+PAGE = jobpage.JobPage(
+    name=PATH,
+    kind="ablations",
+    controls=controls,
+    form=("sites", "mode", "steps"),
+    sites_default=("read",),
+    floors={"samples": 2},  # mean and resample ablation take values from the batch's other sequences
+    run_label="Run ablation",
+    panels={"verdict": "ms-verdict-wrap", "summary": None},
+    figures={
+        "metric": FigureCard("Task metric per timestep: clean vs ablated", "ablation-metric",
+                             "Shaded: the ablated timesteps.", half=True),
+        "change": FigureCard("Output change per timestep", "ablation-output-change",
+                             "Mean absolute change of the output probabilities, and the share of predictions "
+                             "that flip.", half=True),
+    },
+    submit=submit,
+    render=lambda api, results, body: result_view(results, body),
+)
 
-    @app.callback(
-        Output("ablate-sites", "options"),
-        Output("ablate-sites", "value"),
-        Output("ablate-error", "children", allow_duplicate=True),
-        Input("ablate-checkpoint", "value"),
-        State("ablate-sites", "value"),
-        State("token-input", "value"),
-        prevent_initial_call="initial_duplicate",
-    )
-    def _sites(checkpoint_id, current, token):
-        with context.client(token) as api:
-            return load_sites(api, checkpoint_id, current)
-
-    @app.callback(
-        Output("ablate-jobs", "data"),
-        Output("ablate-poll", "disabled"),
-        Output("ablate-progress", "children"),
-        Output("ablate-error", "children"),
-        Output("ablate-metric", "figure"),
-        Output("ablate-change", "figure"),
-        Output("ablate-summary", "children"),
-        Output("ablate-verdict", "children"),
-        Output({"type": "result", "name": "ablate"}, "data"),
-        Input("ablate-run", "n_clicks"),
-        Input("ablate-poll", "n_intervals"),
-        State("ablate-checkpoint", "value"),
-        State("ablate-sites", "value"),
-        State("ablate-mode", "value"),
-        State("ablate-steps", "value"),
-        State("ablate-samples", "value"),
-        State("ablate-seed", "value"),
-        State("ablate-jobs", "data"),
-        State("token-input", "value"),
-        prevent_initial_call=True,
-    )
-    def _run(_clicks, _tick, checkpoint_id, sites, mode, steps, samples, seed, jobs, token):
-        with context.client(token) as api:
-            out = run_step(api, ctx.triggered_id, checkpoint_id, sites, mode, steps, samples, seed, jobs)
-        return (out["jobs"], out["poll_disabled"], out["progress"], error_box(out["error"]), out["metric"],
-                out["change"], out["summary"], out["verdict"], out["export"])
-
-    app.clientside_callback(
-        ClientsideFunction("mnemoscope", "syncUrl"),
-        Output("ablate-url-sink", "children"),
-        Input("ablate-checkpoint", "value"),
-        Input("ablate-sites", "value"),
-        Input("ablate-mode", "value"),
-        Input("ablate-steps", "value"),
-        Input("ablate-samples", "value"),
-        Input("ablate-seed", "value"),
-        State("ablate-url-keys", "data"),
-        prevent_initial_call=True,
-    )
-    app.clientside_callback(
-        ClientsideFunction("mnemoscope", "rememberCheckpoint"),
-        Output("current-checkpoint", "data", allow_duplicate=True),
-        Input("ablate-checkpoint", "value"),
-        prevent_initial_call="initial_duplicate",
-    )
-
-
-def run_step(api: ApiClient, trigger: Any, checkpoint_id: str | None, sites, mode, steps, samples, seed,
-             jobs: Mapping | None) -> dict:
-    """Start (on "Run") or poll the ablation and report jobs; draw the results when done."""
-    out = {"metric": no_update, "change": no_update, "summary": no_update, "verdict": no_update, "export": no_update}
-    requests = None
-    body = None
-    if trigger == "ablate-run":
-        if not checkpoint_id:
-            return {**out, "jobs": None, "poll_disabled": True, "progress": no_update,
-                    "error": "choose a checkpoint first"}
-        try:
-            body = ablation_body(sites, mode, steps, samples, seed)
-        except ValueError as exc:
-            return {**out, "jobs": jobs, "poll_disabled": True, "progress": no_update, "error": str(exc)}
-        requests = {"ablation": (checkpoint_id, "ablations", body), "report": (checkpoint_id, "report", {})}
-        # clear the previous result while the new one runs
-        out.update(metric=empty_figure("running..."), change=empty_figure("running..."), summary=None, verdict=None)
-    state = dict(jobs or {})
-    step = run_or_poll(api, trigger, "ablate-run", requests, state.get("jobs"))
-    request = body if body is not None else state.get("request")
-    if step["results"] is not None:
-        out.update(result_view(step["results"], request))
-    return {**out, "jobs": {"jobs": step["jobs"], "request": request}, "poll_disabled": step["poll_disabled"],
-            "progress": step["progress"], "error": step["error"]}
+layout, register = PAGE.layout, PAGE.register

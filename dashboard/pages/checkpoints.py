@@ -13,7 +13,7 @@ from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, 
 
 from ..api import ApiClient, ApiError
 from ..components import error_box, export_buttons, export_payload, fmt, fmt_bytes, info_box, verdict_badge
-from .common import POLL_MS, job_finished
+from .jobpage import POLL_MS, job_finished
 
 PATH = ""
 TITLE = "Checkpoints"

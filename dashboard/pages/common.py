@@ -1,15 +1,15 @@
-"""Helpers the pages share: checkpoint pickers, form parsing, job polling."""
+"""Helpers the pages share: checkpoint pickers, form parsing, number fields bounded by
+the server's limits (GET /api/kinds)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from dash import dcc, html
 
-from ..api import FINISHED, ApiClient, ApiError
-from ..components import error_box, progress_view
-
-POLL_MS = 400
+from ..api import ApiClient, ApiError, kind_entry
+from ..components import error_box
 
 
 def checkpoint_label(ckpt: Mapping[str, Any]) -> str:
@@ -58,6 +58,69 @@ def to_int(value: Any, *, default: int | None = None, minimum: int | None = None
     return number
 
 
+# -- number fields bounded by the server's limits ------------------------------------------------
+
+TASK_PARAM = "task parameter"  # a task parameter (the sequence length): bounded by the kind's task_param_max
+
+
+def field_limits(kinds: Sequence[Mapping[str, Any]], kind: str, name: str) -> dict:
+    """{"minimum", "maximum", "default"} of a numeric request field of a kind."""
+    entry = kind_entry(kinds, kind)
+    if name == TASK_PARAM:
+        return {"minimum": 1, "maximum": entry.get("task_param_max"), "default": None}
+    limits = (entry.get("limits") or {}).get(name) or {}
+    return {key: limits.get(key) for key in ("minimum", "maximum", "default")}
+
+
+@dataclass(frozen=True)
+class NumberField:
+    """A whole-number form control whose bounds and default are a request field's limits
+    from GET /api/kinds: the layout draws it unbounded, the page's boot callback sets
+    them (`bounds`), and the request is checked against the same numbers (`parse`)."""
+
+    id: str  # component id
+    kind: str  # job kind, or "trace"
+    field: str  # request field ("samples", "seed", ...), or TASK_PARAM
+    name: str  # what messages call it ("sequences must be at least 2")
+    floor: int | None = None  # the page's own minimum, where it needs more than the server does
+
+    def limits(self, kinds: Sequence[Mapping[str, Any]]) -> dict:
+        limits = field_limits(kinds, self.kind, self.field)
+        if self.floor is not None:
+            limits["minimum"] = max(self.floor, limits["minimum"] if limits["minimum"] is not None else self.floor)
+        return limits
+
+    def parse(self, kinds: Sequence[Mapping[str, Any]], value: Any) -> int | None:
+        limits = self.limits(kinds)
+        return to_int(value, default=limits["default"], minimum=limits["minimum"], maximum=limits["maximum"],
+                      name=self.name)
+
+    def bounds(self, kinds: Sequence[Mapping[str, Any]]) -> tuple:
+        """(min, max) for the input."""
+        limits = self.limits(kinds)
+        return limits["minimum"], limits["maximum"]
+
+    def filled(self, kinds: Sequence[Mapping[str, Any]], value: Any) -> Any:
+        """The value the input shows: the URL's or the user's, else the server's default."""
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        return self.limits(kinds)["default"] if blank else value
+
+    def control(self, value: Any, **extra: Any) -> dcc.Input:
+        return dcc.Input(id=self.id, type="number", step=1, value=value, className="ms-input ms-input-num", **extra)
+
+
+def number_bounds(api: ApiClient, numbers: Sequence[NumberField], values: Sequence[Any]) -> tuple[list, str | None]:
+    """[min, max, value] of every number field, flat, and the error when the limits could
+    not be read (the fields then stay unbounded and the page says why)."""
+    try:
+        kinds = api.kinds()
+        bounds = [b for number, value in zip(numbers, values)
+                  for b in (*number.bounds(kinds), number.filled(kinds, value))]
+    except ApiError as exc:
+        return [b for value in values for b in (None, None, value)], str(exc)
+    return bounds, None
+
+
 def parse_timesteps(text: str | None) -> list[int] | None:
     """"all" or blank -> None; "3, 5-7" -> [3, 5, 6, 7]."""
     if text is None or not str(text).strip() or str(text).strip().lower() in ("all", "*"):
@@ -104,115 +167,6 @@ def sample_length(task: Mapping[str, Any] | None) -> int | None:
     return None
 
 
-# -- jobs --------------------------------------------------------------------------------
-#
-# A run starts one or more jobs (keyed, e.g. {"ablation": job, "report": job}); the page
-# keeps their slim state in a dcc.Store, a dcc.Interval polls them while any runs, and
-# once all have finished their results are fetched and drawn.
-
-def job_controls(prefix: str) -> list:
-    """The pieces of a job-driven page: job store, polling interval, progress bar."""
-    return [
-        dcc.Store(id=f"{prefix}-jobs"),
-        dcc.Interval(id=f"{prefix}-poll", interval=POLL_MS, disabled=True),
-        html.Div(progress_view(None), id=f"{prefix}-progress", className="ms-progress-wrap"),
-    ]
-
-
-def slim(job: Mapping) -> dict:
-    """What the page keeps of a job between polls (not its result)."""
-    return {k: job.get(k) for k in ("id", "kind", "checkpoint_id", "status", "progress", "message", "error", "cached")}
-
-
-def job_finished(job: Mapping | None) -> bool:
-    return bool(job) and job.get("status") in FINISHED
-
-
-def start_jobs(api: ApiClient, requests: Mapping[str, tuple[str, str, dict]]) -> tuple[dict, str | None]:
-    """Start {key: (checkpoint_id, kind, body)}; returns ({key: job}, first error)."""
-    jobs: dict[str, dict] = {}
-    for key, (checkpoint_id, kind, body) in requests.items():
-        try:
-            jobs[key] = slim(api.start_job(checkpoint_id, kind, body))
-        except ApiError as exc:
-            return jobs, f"{kind} on {checkpoint_id}: {exc}"
-    return jobs, None
-
-
-def poll_jobs(api: ApiClient, jobs: Mapping[str, Mapping] | None) -> tuple[dict, str | None]:
-    jobs = dict(jobs or {})
-    error = None
-    for key, job in jobs.items():
-        if job_finished(job) or not job.get("id"):
-            continue
-        try:
-            jobs[key] = slim(api.job(job["id"]))
-        except ApiError as exc:
-            jobs[key] = dict(job, status="failed", error=str(exc))
-            error = error or str(exc)
-    return jobs, error
-
-
-def combined(jobs: Mapping[str, Mapping] | None) -> dict | None:
-    """One progress state for several jobs: the mean progress, the worst status."""
-    if not jobs:
-        return None
-    values = list(jobs.values())
-    statuses = [j.get("status") for j in values]
-    for status in ("failed", "cancelled"):
-        if status in statuses:
-            break
-    else:
-        status = "done" if all(s == "done" for s in statuses) else "running" if "running" in statuses or "done" in statuses else "queued"
-    progress = sum(1.0 if j.get("status") == "done" else float(j.get("progress") or 0) for j in values) / len(values)
-    message = f"{statuses.count('done')} of {len(values)} jobs done" if len(values) > 1 else values[0].get("message")
-    return {"status": status, "progress": progress, "message": message}
-
-
-def jobs_error(jobs: Mapping[str, Mapping] | None) -> str | None:
-    for key, job in (jobs or {}).items():
-        if job.get("status") == "failed":
-            return f"the {job.get('kind') or key} job failed: {job.get('error') or 'no reason given'}"
-        if job.get("status") == "cancelled":
-            return f"the {job.get('kind') or key} job was cancelled"
-    return None
-
-
-def fetch_results(api: ApiClient, jobs: Mapping[str, Mapping]) -> tuple[dict, str | None]:
-    """{key: result data} of the finished jobs (`result.data` as the server wraps it)."""
-    out: dict[str, Any] = {}
-    for key, job in jobs.items():
-        if job.get("status") != "done":
-            continue
-        try:
-            full = api.job(job["id"])
-        except ApiError as exc:
-            return out, str(exc)
-        result = full.get("result")
-        out[key] = result.get("data", result) if isinstance(result, Mapping) and "data" in result else result
-    return out, None
-
-
-def run_or_poll(api: ApiClient, trigger: Any, run_id: str, requests: Mapping[str, tuple] | None,
-                jobs: Mapping[str, Mapping] | None) -> dict:
-    """One step of a run-and-poll page. `requests` is None when the form is invalid (the
-    caller reports why). Returns {"jobs", "poll_disabled", "progress", "error",
-    "results"} with results ({key: data}) once every job has finished well."""
-    if trigger == run_id:
-        if not requests:
-            return {"jobs": jobs, "poll_disabled": True, "progress": progress_view(None), "error": None, "results": None}
-        jobs, error = start_jobs(api, requests)
-    else:
-        jobs, error = poll_jobs(api, jobs)
-    finished = all(job_finished(j) for j in (jobs or {}).values())
-    error = error or jobs_error(jobs)
-    results = None
-    if jobs and finished and not error:
-        results, error = fetch_results(api, jobs)
-    return {"jobs": jobs, "poll_disabled": finished or bool(error), "progress": progress_view(combined(jobs)),
-            "error": error, "results": results}
-
-
 # -- booting a page ----------------------------------------------------------------------
 
 def checkpoint_boot(api: ApiClient, boot: Mapping | None, multi: bool = False) -> tuple:
@@ -230,6 +184,15 @@ def checkpoint_boot(api: ApiClient, boot: Mapping | None, multi: bool = False) -
     missing = [w for w in wanted if w not in ids]
     error = error_box(f"no checkpoint with id {', '.join(missing)} on this server; choose one from the list") if missing else None
     return checkpoint_options(ckpts), error
+
+
+def page_boot(api: ApiClient, boot: Mapping | None, numbers: Sequence[NumberField] = (),
+              values: Sequence[Any] = (), multi: bool = False) -> tuple:
+    """A page's boot callback: (checkpoint options, error box, then min, max and value of
+    each number field). The first problem found is the one shown."""
+    options, error = checkpoint_boot(api, boot, multi)
+    bounds, limits_error = number_bounds(api, numbers, values)
+    return (options, error or error_box(limits_error), *bounds)
 
 
 def site_options(specs: Sequence[Mapping[str, Any]], skip_kinds: Sequence[str] = ("output",)) -> list[dict]:

@@ -6,65 +6,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
+from dash import html
 
-from ..api import ApiClient, ApiError
-from ..components import (
-    axis,
-    axis_key,
-    axis_ref,
-    base_layout,
-    empty_figure,
-    error_box,
-    export_buttons,
-    export_payload,
-    figure,
-    fmt,
-    get_path,
-    graph_card,
-    mean,
-    subplot_title,
-    verdict_badge,
-)
-from .common import checkpoint_boot, checkpoint_dropdown, field, job_controls, run_or_poll, split_list, to_int
-from .gradients import ordered
+from ..api import ApiClient
+from ..components import (axis, axis_key, axis_ref, base_layout, empty_figure, export_payload, figure, fmt, get_path,
+                          mean, subplot_title, verdict_badge)
+from . import jobpage
+from .jobpage import FigureCard
 
 PATH = "compare"
 TITLE = "Compare"
-URL_KEYS = ["checkpoint", "samples", "seed"]
 MAX_COMPARE = 16
-
-
-def layout(params: Mapping[str, str], context=None) -> html.Div:
-    return html.Div(
-        [
-            dcc.Store(id="compare-boot", data=dict(params)),
-            dcc.Store(id="compare-url-keys", data=URL_KEYS),
-            html.Span(id="compare-url-sink", hidden=True),
-            html.Div(
-                [
-                    field("Checkpoints", checkpoint_dropdown("compare-checkpoint", split_list(params.get("checkpoint")),
-                                                             multi=True, placeholder="two or more checkpoints"),
-                          grow=True),
-                    field("Sequences", dcc.Input(id="compare-samples", type="number", min=2, max=512, step=1,
-                                                 value=params.get("samples") or 32, className="ms-input ms-input-num")),
-                    field("Seed", dcc.Input(id="compare-seed", type="number", min=0, step=1,
-                                            value=params.get("seed") or 0, className="ms-input ms-input-num")),
-                    html.Button("Compare", id="compare-run", className="ms-btn ms-btn-primary"),
-                    export_buttons("compare"),
-                ],
-                className="ms-controls",
-            ),
-            *job_controls("compare"),
-            html.Div(id="compare-boot-error"),
-            html.Div(id="compare-error"),
-            html.Div(id="compare-table", className="ms-table-wrap"),
-            graph_card("compare-figure", "Side by side", filename="compare",
-                       note="Reliance score with its 95% interval, mean normalised entropy of the read weights, "
-                            "effective slots used, and the memory/bypass gradient ratio."),
-        ],
-        className="ms-page",
-    )
 
 
 def summarise(report: Mapping[str, Any]) -> dict:
@@ -155,84 +107,25 @@ def comparison_figure(columns: Sequence[tuple[Mapping[str, Any], dict]]) -> dict
     return figure(data, layout)
 
 
-def result_view(api: ApiClient, ids: Sequence[str], results: Mapping[str, Any]) -> dict:
-    try:
-        ckpts = ordered(api.checkpoints(), ids)
-    except ApiError:
-        ckpts = [{"id": i} for i in ids]
+def result_view(api: ApiClient, results: Mapping[str, Any], ids: Sequence[str]) -> dict:
+    ckpts = jobpage.checkpoints_in_order(api, ids)
     columns = [(c, summarise(results[c["id"]])) for c in ckpts if isinstance(results.get(c["id"]), Mapping)]
     rows = [{"checkpoint_id": c["id"], "name": c.get("name"), "step": c.get("step"), **s} for c, s in columns]
     return {"table": comparison_table(columns), "figure": comparison_figure(columns),
             "export": export_payload("compare", {c["id"]: results[c["id"]] for c, _ in columns}, rows)}
 
 
-def run_step(api: ApiClient, trigger: Any, ids, samples, seed, state: Mapping | None) -> dict:
-    out = {"table": no_update, "figure": no_update, "export": no_update}
-    state = dict(state or {})
-    requests = None
-    if trigger == "compare-run":
-        ids = list(ids or [])
-        if not ids:
-            return {**out, "jobs": None, "poll_disabled": True, "progress": no_update,
-                    "error": "choose two or more checkpoints (or one, to see its report)"}
-        if len(ids) > MAX_COMPARE:
-            return {**out, "jobs": state, "poll_disabled": True, "progress": no_update,
-                    "error": f"at most {MAX_COMPARE} checkpoints at once"}
-        try:
-            body = {"samples": to_int(samples, default=32, minimum=2, maximum=512, name="sequences"),
-                    "seed": to_int(seed, default=0, minimum=0, name="seed")}
-        except ValueError as exc:
-            return {**out, "jobs": state, "poll_disabled": True, "progress": no_update, "error": str(exc)}
-        requests = {cid: (cid, "report", body) for cid in ids}
-        state = {"ids": ids}
-        out.update(table=None, figure=empty_figure("running..."))
-    step = run_or_poll(api, trigger, "compare-run", requests, state.get("jobs"))
-    if step["results"] is not None:
-        out.update(result_view(api, state.get("ids") or list(step["results"]), step["results"]))
-    return {**out, "jobs": {"jobs": step["jobs"], "ids": state.get("ids")}, "poll_disabled": step["poll_disabled"],
-            "progress": step["progress"], "error": step["error"]}
+PAGE = jobpage.JobPage(
+    name=PATH,
+    kind="report",
+    run_label="Compare",
+    panels={"table": "ms-table-wrap"},
+    figures={"figure": FigureCard("Side by side", "compare", "Reliance score with its 95% interval, mean "
+                                  "normalised entropy of the read weights, effective slots used, and the "
+                                  "memory/bypass gradient ratio.")},
+    render=result_view,
+    **jobpage.one_job_per_checkpoint(MAX_COMPARE, hint="two or more checkpoints",
+                                      missing="choose two or more checkpoints (or one, to see its report)"),
+)
 
-
-def register(app, context) -> None:
-    @app.callback(
-        Output("compare-checkpoint", "options"),
-        Output("compare-boot-error", "children"),
-        Input("compare-boot", "data"),
-        State("token-input", "value"),
-    )
-    def _boot(boot, token):
-        with context.client(token) as api:
-            return checkpoint_boot(api, boot, multi=True)
-
-    @app.callback(
-        Output("compare-jobs", "data"),
-        Output("compare-poll", "disabled"),
-        Output("compare-progress", "children"),
-        Output("compare-error", "children"),
-        Output("compare-table", "children"),
-        Output("compare-figure", "figure"),
-        Output({"type": "result", "name": "compare"}, "data"),
-        Input("compare-run", "n_clicks"),
-        Input("compare-poll", "n_intervals"),
-        State("compare-checkpoint", "value"),
-        State("compare-samples", "value"),
-        State("compare-seed", "value"),
-        State("compare-jobs", "data"),
-        State("token-input", "value"),
-        prevent_initial_call=True,
-    )
-    def _run(_clicks, _tick, ids, samples, seed, state, token):
-        with context.client(token) as api:
-            out = run_step(api, ctx.triggered_id, ids, samples, seed, state)
-        return (out["jobs"], out["poll_disabled"], out["progress"], error_box(out["error"]), out["table"],
-                out["figure"], out["export"])
-
-    app.clientside_callback(
-        ClientsideFunction("mnemoscope", "syncUrl"),
-        Output("compare-url-sink", "children"),
-        Input("compare-checkpoint", "value"),
-        Input("compare-samples", "value"),
-        Input("compare-seed", "value"),
-        State("compare-url-keys", "data"),
-        prevent_initial_call=True,
-    )
+layout, register = PAGE.layout, PAGE.register

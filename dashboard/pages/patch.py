@@ -8,83 +8,37 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
+from dash import dcc, html
 
-from ..api import ApiClient
-from ..components import (
-    DIVERGING,
-    axis,
-    axis_key,
-    axis_ref,
-    base_layout,
-    empty_figure,
-    error_box,
-    export_buttons,
-    export_payload,
-    figure,
-    fmt,
-    graph_card,
-    stack_domains,
-)
-from .ablate import load_sites
-from .common import checkpoint_boot, checkpoint_dropdown, field, job_controls, run_or_poll, split_list, to_int
+from ..components import (DIVERGING, axis, axis_key, axis_ref, base_layout, empty_figure, export_payload, figure, fmt,
+                          stack_domains)
+from . import jobpage
+from .common import field
+from .jobpage import FigureCard
 
 PATH = "patch"
 TITLE = "Patch"
-URL_KEYS = ["checkpoint", "sites", "direction", "pairs", "seed"]
 
 
-def layout(params: Mapping[str, str], context=None) -> html.Div:
-    return html.Div(
-        [
-            dcc.Store(id="patch-boot", data=dict(params)),
-            dcc.Store(id="patch-url-keys", data=URL_KEYS),
-            html.Span(id="patch-url-sink", hidden=True),
-            html.Div(
-                [
-                    field("Checkpoint", checkpoint_dropdown("patch-checkpoint", params.get("checkpoint")), grow=True),
-                    field("Sites", dcc.Dropdown(id="patch-sites", multi=True, value=split_list(params.get("sites")),
-                                                options=[{"label": v, "value": v} for v in split_list(params.get("sites"))],
-                                                placeholder="every memory site and the bypass",
-                                                className="ms-dropdown"), grow=True),
-                ],
-                className="ms-controls",
-            ),
-            html.Div(
-                [
-                    field("Direction", dcc.RadioItems(
-                        id="patch-direction", inline=True, className="ms-radio",
-                        options=[{"label": "denoise (clean → corrupted)", "value": "denoise"},
-                                 {"label": "noise (corrupted → clean)", "value": "noise"}],
-                        value=params.get("direction") or "denoise")),
-                    field("Pairs", dcc.Input(id="patch-pairs", type="number", min=1, max=256, step=1,
-                                             value=params.get("pairs") or 8, className="ms-input ms-input-num")),
-                    field("Pair seed", dcc.Input(id="patch-seed", type="number", min=0, step=1,
-                                                 value=params.get("seed") or 0, className="ms-input ms-input-num")),
-                    html.Button("Run patching", id="patch-run", className="ms-btn ms-btn-primary"),
-                    export_buttons("patch"),
-                ],
-                className="ms-controls",
-            ),
-            *job_controls("patch"),
-            html.Div(id="patch-boot-error"),
-            html.Div(id="patch-error"),
-            html.Div(id="patch-summary"),
-            graph_card("patch-heatmap", "Recovery per site and timestep", filename="patching-recovery",
-                       note="Normalised recovery of the clean answer when one site is patched at one timestep "
-                            "(1: fully recovered, 0: no effect). Outlined columns: timesteps whose correct answer "
-                            "differs between clean and corrupted. Hover for exact values."),
-        ],
-        className="ms-page",
-    )
+def controls(params: Mapping[str, str]) -> list[list]:
+    return [
+        [jobpage.sites_field(PAGE, params, "every memory site and the bypass")],
+        [field("Direction", dcc.RadioItems(
+            id="patch-direction", inline=True, className="ms-radio",
+            options=[{"label": "denoise (clean → corrupted)", "value": "denoise"},
+                     {"label": "noise (corrupted → clean)", "value": "noise"}],
+            value=params.get("direction") or "denoise"))],
+    ]
 
 
-def patching_body(sites: Sequence[str] | None, direction: str | None, pairs: Any, seed: Any) -> dict:
+def patching_body(kinds: Sequence[Mapping], sites: Sequence[str] | None, direction: str | None, pairs: Any,
+                  seed: Any) -> dict:
+    """The POST body, within the server's limits (`kinds`); ValueError names the field."""
     if direction not in ("denoise", "noise"):
         raise ValueError("direction must be denoise or noise")
     body: dict[str, Any] = {
-        "pairs": to_int(pairs, default=8, minimum=1, maximum=256, name="pairs"),
-        "seed": to_int(seed, default=0, minimum=0, name="pair seed"),
+        "pairs": PAGE.number("pairs").parse(kinds, pairs),
+        "seed": PAGE.number("seed").parse(kinds, seed),
         "direction": direction,
     }
     if sites:
@@ -184,89 +138,31 @@ def result_rows(p: Mapping[str, Any]) -> list[dict]:
     return out
 
 
-def run_step(api: ApiClient, trigger: Any, checkpoint_id, sites, direction, pairs, seed, state: Mapping | None) -> dict:
-    out = {"heatmap": no_update, "summary": no_update, "export": no_update}
-    requests = None
-    if trigger == "patch-run":
-        if not checkpoint_id:
-            return {**out, "jobs": None, "poll_disabled": True, "progress": no_update, "error": "choose a checkpoint first"}
-        try:
-            body = patching_body(sites, direction, pairs, seed)
-        except ValueError as exc:
-            return {**out, "jobs": state, "poll_disabled": True, "progress": no_update, "error": str(exc)}
-        requests = {"patching": (checkpoint_id, "patching", body)}
-        out.update(heatmap=empty_figure("running..."), summary=None)
-    step = run_or_poll(api, trigger, "patch-run", requests, (state or {}).get("jobs"))
-    if step["results"] is not None:
-        p = step["results"].get("patching") or {}
-        out.update(heatmap=heatmap_figure(p), summary=summary_view(p),
-                   export=export_payload("patching", p, result_rows(p)))
-    return {**out, "jobs": {"jobs": step["jobs"]}, "poll_disabled": step["poll_disabled"],
-            "progress": step["progress"], "error": step["error"]}
+def result_view(p: Mapping[str, Any]) -> dict:
+    return {"heatmap": heatmap_figure(p), "summary": summary_view(p),
+            "export": export_payload("patching", p, result_rows(p))}
 
 
-def register(app, context) -> None:
-    @app.callback(
-        Output("patch-checkpoint", "options"),
-        Output("patch-boot-error", "children"),
-        Input("patch-boot", "data"),
-        State("token-input", "value"),
-    )
-    def _boot(boot, token):
-        with context.client(token) as api:
-            return checkpoint_boot(api, boot)
+def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, *form: Any) -> tuple[dict, None]:
+    return {"patching": (checkpoint_id, page.kind, patching_body(kinds, *form))}, None
 
-    @app.callback(
-        Output("patch-sites", "options"),
-        Output("patch-error", "children", allow_duplicate=True),
-        Input("patch-checkpoint", "value"),
-        State("token-input", "value"),
-        prevent_initial_call="initial_duplicate",
-    )
-    def _sites(checkpoint_id, token):
-        with context.client(token) as api:
-            options, _, error = load_sites(api, checkpoint_id, [])
-        return options, error
 
-    @app.callback(
-        Output("patch-jobs", "data"),
-        Output("patch-poll", "disabled"),
-        Output("patch-progress", "children"),
-        Output("patch-error", "children"),
-        Output("patch-heatmap", "figure"),
-        Output("patch-summary", "children"),
-        Output({"type": "result", "name": "patch"}, "data"),
-        Input("patch-run", "n_clicks"),
-        Input("patch-poll", "n_intervals"),
-        State("patch-checkpoint", "value"),
-        State("patch-sites", "value"),
-        State("patch-direction", "value"),
-        State("patch-pairs", "value"),
-        State("patch-seed", "value"),
-        State("patch-jobs", "data"),
-        State("token-input", "value"),
-        prevent_initial_call=True,
-    )
-    def _run(_clicks, _tick, checkpoint_id, sites, direction, pairs, seed, state, token):
-        with context.client(token) as api:
-            out = run_step(api, ctx.triggered_id, checkpoint_id, sites, direction, pairs, seed, state)
-        return (out["jobs"], out["poll_disabled"], out["progress"], error_box(out["error"]), out["heatmap"],
-                out["summary"], out["export"])
+PAGE = jobpage.JobPage(
+    name=PATH,
+    kind="patching",
+    controls=controls,
+    form=("sites", "direction"),
+    sites_default=(),  # none chosen: the server patches every memory site and the bypass
+    numbers={"pairs": "pairs", "seed": "pair seed"},
+    run_label="Run patching",
+    panels={"summary": None},
+    figures={"heatmap": FigureCard(
+        "Recovery per site and timestep", "patching-recovery",
+        "Normalised recovery of the clean answer when one site is patched at one timestep (1: fully recovered, "
+        "0: no effect). Outlined columns: timesteps whose correct answer differs between clean and corrupted. "
+        "Hover for exact values.")},
+    submit=submit,
+    render=lambda api, results, _: result_view(results.get("patching") or {}),
+)
 
-    app.clientside_callback(
-        ClientsideFunction("mnemoscope", "syncUrl"),
-        Output("patch-url-sink", "children"),
-        Input("patch-checkpoint", "value"),
-        Input("patch-sites", "value"),
-        Input("patch-direction", "value"),
-        Input("patch-pairs", "value"),
-        Input("patch-seed", "value"),
-        State("patch-url-keys", "data"),
-        prevent_initial_call=True,
-    )
-    app.clientside_callback(
-        ClientsideFunction("mnemoscope", "rememberCheckpoint"),
-        Output("current-checkpoint", "data", allow_duplicate=True),
-        Input("patch-checkpoint", "value"),
-        prevent_initial_call="initial_duplicate",
-    )
+layout, register = PAGE.layout, PAGE.register

@@ -1,11 +1,14 @@
 """Synchronous trace: run a checkpoint on a task sample and return what the dashboard
 draws (inputs, targets, outputs, per-step loss and metric, chosen sites), each tensor
-with its axis labels."""
+with its axis labels. Every distribution site comes with the engine's normalised
+entropy per step, so no client computes analysis numbers itself."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mnemoscope.analysis.trace import run_trace
+from mnemoscope.analysis.entropy import per_step_entropy
+from mnemoscope.analysis.sites import specs
+from mnemoscope.analysis.trace import SiteRecord, run_trace
 
 from ..errors import Invalid
 from ..store import Store
@@ -39,6 +42,7 @@ def trace(
             result = run_trace(model, task, batch, list(sites))
         except ValueError as exc:  # unknown site names, task/model mismatch: the message lists the options
             raise Invalid(str(exc)) from exc
+        site_specs = specs(model)
     # per sequence and step (the engine's per-step arrays are means over rows)
     loss = task.loss_per_step(result.logits, batch)
     metric = task.metric_per_step(result.logits, batch)
@@ -67,8 +71,12 @@ def trace(
             "metric_per_sequence": result.metric_per_sequence,
             "chance": result.chance,
         }),
-        "sites": {
-            name: {"kind": rec.kind, "distribution": rec.distribution, **labelled(rec.values, rec.axes)}
-            for name, rec in result.sites.items()
-        },
+        "sites": {name: _site_out(rec, site_specs[name]) for name, rec in result.sites.items()},
     }
+
+
+def _site_out(rec: SiteRecord, spec) -> dict:
+    """A recorded site, labelled, with the engine's per-step normalised entropy over the
+    distribution axis (axes: the site's without that last one) where it is a distribution."""
+    entropy = labelled(per_step_entropy(spec, rec.values), rec.axes[:-1]) if rec.distribution else None
+    return {"kind": rec.kind, "distribution": rec.distribution, **labelled(rec.values, rec.axes), "entropy": entropy}

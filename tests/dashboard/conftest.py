@@ -30,21 +30,49 @@ DNC_CONFIG = {"input_size": 5, "output_size": 4, "controller_size": 12, "memory_
 
 # -- a fake API for callback logic -------------------------------------------------------------
 
+def _limits(**fields):
+    return {name: {"minimum": lo, "maximum": hi, "default": default} for name, (lo, hi, default) in fields.items()}
+
+
+SEED_LIMITS = (0, 2**31 - 1, 0)
+# what GET /api/kinds answers (the server's request models and settings)
+KINDS = [
+    {"name": "ablations", "summary": "ablate sites", "route": "/api/checkpoints/{checkpoint_id}/ablations",
+     "method": "POST", "limits": _limits(samples=(1, 512, 32), seed=SEED_LIMITS), "task_param_max": 4096},
+    {"name": "patching", "summary": "patch sites", "route": "/api/checkpoints/{checkpoint_id}/patching",
+     "method": "POST", "limits": _limits(pairs=(1, 256, 8), seed=SEED_LIMITS, memory_budget_mb=(16, 16384, 512)),
+     "task_param_max": 4096},
+    {"name": "gradients", "summary": "gradient flow", "route": "/api/checkpoints/{checkpoint_id}/gradients",
+     "method": "POST", "limits": _limits(samples=(1, 512, 16), seed=SEED_LIMITS), "task_param_max": 4096},
+    {"name": "report", "summary": "the full report", "route": "/api/checkpoints/{checkpoint_id}/report",
+     "method": "POST", "limits": _limits(samples=(2, 512, 32), seed=SEED_LIMITS), "task_param_max": 4096},
+    {"name": "trace", "summary": "one traced sample", "route": "/api/checkpoints/{checkpoint_id}/trace",
+     "method": "POST", "limits": _limits(samples=(1, 16, 1), seed=SEED_LIMITS), "task_param_max": 4096},
+]
+
+
 class FakeApi:
     """Stands in for `ApiClient`: canned answers, every call recorded, chosen calls failing.
 
-    jobs: job id -> list of states returned by successive `job()` calls (the last repeats).
+    jobs: job id -> list of states returned by successive `job()` calls, or by `jobs()`
+    for each started job it lists (the last state repeats).
+    kinds: what `kinds()` answers (default KINDS).
     fail: method name -> message; that method raises ApiError(message).
     """
 
-    def __init__(self, *, checkpoints=None, sites=None, trace=None, jobs=None, fail=None):
+    def __init__(self, *, checkpoints=None, sites=None, trace=None, jobs=None, kinds=None, fail=None):
         self._checkpoints = list(checkpoints or [])
         self._sites = sites or {}
         self._trace = trace
         self._jobs: dict[str, list[dict]] = {k: list(v) for k, v in (jobs or {}).items()}
+        self._kinds = copy.deepcopy(KINDS if kinds is None else kinds)
         self.fail = dict(fail or {})
         self.calls: list[tuple] = []
         self.started: list[tuple[str, str, dict]] = []
+
+    def kinds(self):
+        self._call("kinds")
+        return copy.deepcopy(self._kinds)
 
     def _call(self, name, *args):
         self.calls.append((name, *args))
@@ -93,9 +121,26 @@ class FakeApi:
         states = self._jobs.get(job_id)
         if states is None:
             raise ApiError(f"no job with id {job_id!r} (HTTP 404)", 404)
-        state = states.pop(0) if len(states) > 1 else states[0]
+        return self._next_state(job_id)
+
+    def jobs(self, **filters):
+        """The started jobs matching the filters, newest first, each at its next state
+        and without its result (as GET /api/jobs lists them)."""
+        self._call("jobs", filters)
+        ids = list(dict.fromkeys(f"{kind}-{cid}" for cid, kind, _ in self.started))[::-1]
+        listed = [self._next_state(job_id) for job_id in ids
+                  if all(self._describe(job_id)[k] == v for k, v in filters.items() if k in ("kind", "checkpoint_id"))]
+        return [{k: v for k, v in job.items() if k != "result"} for job in listed]
+
+    @staticmethod
+    def _describe(job_id):
         kind, _, cid = job_id.partition("-")
-        return {"id": job_id, "kind": kind, "checkpoint_id": cid, **copy.deepcopy(state)}
+        return {"id": job_id, "kind": kind, "checkpoint_id": cid}
+
+    def _next_state(self, job_id):
+        states = self._jobs[job_id]
+        state = states.pop(0) if len(states) > 1 else states[0]
+        return {**self._describe(job_id), **copy.deepcopy(state)}
 
 
 @pytest.fixture

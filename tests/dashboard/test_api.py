@@ -8,6 +8,8 @@ import pytest
 
 from mnemoscope.dashboard.api import ApiClient, ApiError, describe_error
 
+from .conftest import KINDS
+
 
 def client_with(handler, token=None) -> tuple[ApiClient, list[httpx.Request]]:
     seen: list[httpx.Request] = []
@@ -34,17 +36,41 @@ def test_trace_without_overrides_leaves_the_task_to_the_server():
     assert "task" not in json.loads(seen[0].content)
 
 
-def test_jobs_go_to_their_routes_and_the_token_is_sent():
-    api, seen = client_with(lambda r: httpx.Response(202, json={"id": "j1", "status": "queued"}), token="s3cret")
+def serve_kinds(request: httpx.Request) -> httpx.Response:
+    """/api/kinds as the server lists it; a job everywhere else."""
+    if request.url.path == "/api/kinds":
+        return httpx.Response(200, json=KINDS)
+    return httpx.Response(202, json={"id": "j1", "status": "queued"})
+
+
+def test_jobs_go_to_the_routes_the_server_names_and_the_token_is_sent():
+    api, seen = client_with(serve_kinds, token="s3cret")
     assert api.start_ablation("abc", {"specs": []})["id"] == "j1"
     api.start_patching("abc", {})
     api.start_gradients("abc", {})
     api.start_report("abc")
-    assert [r.url.path for r in seen] == ["/api/checkpoints/abc/ablations", "/api/checkpoints/abc/patching",
-                                          "/api/checkpoints/abc/gradients", "/api/checkpoints/abc/report"]
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("GET", "/api/kinds"), ("POST", "/api/checkpoints/abc/ablations"), ("POST", "/api/checkpoints/abc/patching"),
+        ("POST", "/api/checkpoints/abc/gradients"), ("POST", "/api/checkpoints/abc/report")]  # kinds asked once
     assert all(r.headers["Authorization"] == "Bearer s3cret" for r in seen)
-    with pytest.raises(ValueError, match="unknown job kind"):
+    with pytest.raises(ApiError, match="does not offer 'train'"):
         api.start_job("abc", "train", {})
+
+
+def test_a_route_the_server_moved_is_followed():
+    moved = [dict(KINDS[0], route="/api/v2/checkpoints/{checkpoint_id}/ablate")]
+    api, seen = client_with(lambda r: httpx.Response(200, json=moved) if r.url.path == "/api/kinds"
+                            else httpx.Response(202, json={"id": "j2"}))
+    api.start_job("a/b", "ablations", {})
+    assert seen[-1].url.raw_path == b"/api/v2/checkpoints/a%2Fb/ablate"
+
+
+def test_jobs_are_listed_with_filters():
+    api, seen = client_with(lambda r: httpx.Response(200, json=[{"id": "j1"}]))
+    assert api.jobs(checkpoint_id="abc", kind="report") == [{"id": "j1"}]
+    assert seen[0].url.path == "/api/jobs" and dict(seen[0].url.params) == {"checkpoint_id": "abc", "kind": "report"}
+    api.jobs()
+    assert not seen[1].url.params
 
 
 def test_ids_are_one_path_segment():

@@ -159,11 +159,13 @@ def test_explore_shows_api_errors_in_the_page(page, live_server, uploaded):
     error = page.locator(".ms-error", has_text="no checkpoint with id").first
     error.wait_for()
     assert page.locator("header.ms-header").is_visible()  # the page itself still works
-    # a length the task cannot take: the server's reason, not a traceback
+    # a length over the server's limit (GET /api/kinds): a sentence naming it, not a traceback
     page.goto(f"{live_server}/dashboard/explore?checkpoint={uploaded['ntm']['id']}&length=999999")
     error = page.locator("#explore-error .ms-error").first
     error.wait_for()
-    assert "HTTP 422" in error.inner_text() and "Traceback" not in page.content()
+    limit = next(k for k in httpx.get(f"{live_server}/api/kinds").json() if k["name"] == "trace")["task_param_max"]
+    assert f"length must be at most {limit}, not 999999" in error.inner_text() and "Traceback" not in page.content()
+    assert page.locator("#explore-length").get_attribute("max") == str(limit)  # the input is bounded too
 
 
 def test_ablation_shows_metric_change_and_verdict(page, live_server, uploaded, screenshot):
@@ -171,6 +173,12 @@ def test_ablation_shows_metric_change_and_verdict(page, live_server, uploaded, s
     page.goto(f"{live_server}/dashboard/ablate?checkpoint={ntm['id']}&mode=zero&steps=4-8&samples=8")
     page.wait_for_function(f"{text_of('#ablate-sites')}.includes('memory.read')")
     assert page.locator("#ablate-steps").input_value() == "4-8"
+    # the sequences input is bounded by the server's limits and keeps the URL's value
+    page.wait_for_function("document.querySelector('#ablate-samples').getAttribute('max') !== null")
+    limits = next(k for k in httpx.get(f"{live_server}/api/kinds").json() if k["name"] == "ablations")["limits"]
+    assert page.locator("#ablate-samples").get_attribute("max") == str(limits["samples"]["maximum"])
+    assert page.locator("#ablate-samples").input_value() == "8"
+    assert page.locator("#ablate-seed").input_value() == str(limits["seed"]["default"])  # the server's default
     assert page.locator("#ablate-mode input[value=zero]").is_checked()
     page.click("#ablate-run")
     page.locator("#ablate-progress .ms-progress").wait_for()

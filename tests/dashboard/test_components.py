@@ -1,43 +1,14 @@
-"""Shared pieces: entropy bands, export, formatting, badges, progress, form parsing and the
-run-and-poll job logic every analysis page uses."""
+"""Shared pieces: export, formatting, badges, progress, form parsing and the run-and-poll
+job logic every analysis page uses."""
 from __future__ import annotations
 
 import csv
 import io
-import math
 
 import pytest
 
 from mnemoscope.dashboard import components as c
-from mnemoscope.dashboard.pages import common
-
-
-# -- entropy -----------------------------------------------------------------------------------
-
-def test_entropy_of_uniform_and_one_hot():
-    assert c.normalised_entropy([0.25] * 4) == pytest.approx(1.0)
-    assert c.normalised_entropy([0.0, 1.0, 0.0, 0.0]) == pytest.approx(0.0)
-
-
-def test_entropy_renormalises_weights_that_sum_to_less_than_one():
-    # a DNC write weighting scaled by its gate: same shape, same entropy
-    full = [0.5, 0.25, 0.25, 0.0]
-    gated = [0.5 * 0.3, 0.25 * 0.3, 0.25 * 0.3, 0.0]
-    assert sum(gated) < 1
-    assert c.normalised_entropy(gated) == pytest.approx(c.normalised_entropy(full))
-    expected = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)) / math.log(4)
-    assert c.normalised_entropy(gated) == pytest.approx(expected)
-
-
-def test_entropy_is_undefined_without_mass_or_choice():
-    assert c.normalised_entropy([0.0, 0.0, 0.0]) is None
-    assert c.normalised_entropy([1.0]) is None
-    assert c.normalised_entropy([None, None]) is None
-
-
-def test_entropy_over_visible_keys_only():
-    # attention at t=1 over a padded row: two visible keys, uniform over them
-    assert c.normalised_entropy([0.5, 0.5, 0.0, 0.0], n=2) == pytest.approx(1.0)
+from mnemoscope.dashboard.pages import common, jobpage
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -150,13 +121,13 @@ def test_run_starts_jobs_and_polls_to_results(fake_api):
         "report-c1": [{"status": "done", "progress": 1.0, "result": {"kind": "report", "data": {"reliance": {}}}}],
     })
     requests = {"ablation": ("c1", "ablations", {"samples": 4}), "report": ("c1", "report", {})}
-    step = common.run_or_poll(api, "run", "run", requests, None)
+    step = jobpage.run_or_poll(api, requests, None)
     assert step["poll_disabled"] is False and step["results"] is None and step["error"] is None
     assert api.started == [("c1", "ablations", {"samples": 4}), ("c1", "report", {})]
-    step = common.run_or_poll(api, "poll", "run", None, step["jobs"])  # running
+    step = jobpage.run_or_poll(api, None, step["jobs"])  # running
     assert step["poll_disabled"] is False
     assert step["progress"].children[0].style["width"] == "75.0%"  # mean of 0.5 and done
-    step = common.run_or_poll(api, "poll", "run", None, step["jobs"])
+    step = jobpage.run_or_poll(api, None, step["jobs"])
     assert step["poll_disabled"] is True
     assert step["results"] == {"ablation": [{"metric": 1}], "report": {"reliance": {}}}
     assert "result" not in step["jobs"]["ablation"]  # the page keeps slim jobs only
@@ -164,14 +135,14 @@ def test_run_starts_jobs_and_polls_to_results(fake_api):
 
 def test_a_failed_job_is_reported_and_polling_stops(fake_api):
     api = fake_api(jobs={"patching-c1": [{"status": "failed", "progress": 0.3, "error": "out of memory"}]})
-    step = common.run_or_poll(api, "run", "run", {"p": ("c1", "patching", {})}, None)
+    step = jobpage.run_or_poll(api, {"p": ("c1", "patching", {})}, None)
     assert step["poll_disabled"] is True and step["results"] is None
     assert step["error"] == "the patching job failed: out of memory"
 
 
 def test_a_refused_start_is_reported(fake_api):
     api = fake_api(fail={"start_job": "task parameter 'max_length'=99999 is larger than this server allows (HTTP 422)"})
-    step = common.run_or_poll(api, "run", "run", {"p": ("c1", "patching", {})}, None)
+    step = jobpage.run_or_poll(api, {"p": ("c1", "patching", {})}, None)
     assert "larger than this server allows" in step["error"] and step["poll_disabled"] is True
 
 

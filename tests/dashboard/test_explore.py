@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from mnemoscope.dashboard import explore_data as data
+from mnemoscope.dashboard import explore_figures as figures
 from mnemoscope.dashboard.pages import explore
 
 T, N, M = 5, 6, 3
@@ -58,13 +60,21 @@ def fake_trace(sites=("memory.read_weights", "memory.write_weights"), scale=1.0)
         "loss": lab([[0.0, 0.0, 0.0, 2.1, 2.3]], ["batch", "time"]),
         "metric": lab([[0.0, 0.0, 0.0, 1.0, 2.0]], ["batch", "time"]),
         "summary": {"loss": 2.2, "metric_per_sequence": [3.0], "chance": 4.0},
-        "sites": {name: {"kind": "x", "distribution": True, "axes": ["batch", "time", *axes[name]],
-                         "data": [site_data[name]]} for name in sites},
+        "sites": {name: {"kind": "x", "distribution": name in ENTROPY, "axes": ["batch", "time", *axes[name]],
+                         "data": [site_data[name]],
+                         "entropy": ({"axes": ["batch", "time", "head"], "data": [ENTROPY[name]]}
+                                     if name in ENTROPY else None)} for name in sites},
     }
 
 
+# what the server's engine says of the fake weights: one-hot reads are sharp (0), the
+# writes some other made-up value, so each series can be told from the other
+ENTROPY = {"memory.read_weights": [[0.0] for _ in range(T)],
+           "memory.write_weights": [[None]] + [[0.5] for _ in range(T - 1)]}
+
+
 def test_site_roles_by_kind_and_axes():
-    roles = explore.site_roles(NTM_SITES + DNC_EXTRA + ATTN_SITES)
+    roles = data.site_roles(NTM_SITES + DNC_EXTRA + ATTN_SITES)
     assert roles["read"] == ["memory.read_weights"]
     assert roles["write"] == ["memory.write_weights"]
     assert roles["slots"] == ["memory.usage", "memory.allocation"]
@@ -73,25 +83,25 @@ def test_site_roles_by_kind_and_axes():
 
 
 def test_first_trace_leaves_the_matrix_for_later():
-    sites = explore.sites_to_record(NTM_SITES)
+    sites = data.sites_to_record(NTM_SITES)
     assert "memory.matrix" not in sites and "memory.read_weights" in sites
     assert "memory.read" not in sites and "output" not in sites
 
 
 def test_bundle_has_per_head_series_slot_by_step():
-    bundle = explore.build_bundle(fake_trace(), NTM_SITES, t=3)
+    bundle = data.build_bundle(fake_trace(), NTM_SITES, t=3)
     assert bundle["T"] == T and bundle["t"] == 3 and bundle["slotsN"] == N
     (read,) = bundle["read"]
     assert read["label"] == "memory.read_weights" and len(read["w"]) == T and len(read["w"][0]) == N
     assert read["w"][2] == one_hot(2, N)
     assert bundle["matrix_site"] == "memory.matrix"
-    assert explore.build_bundle(fake_trace(), NTM_SITES, t=99)["t"] == T - 1
-    assert json.loads(explore.bundle_text(bundle)) == bundle
+    assert data.build_bundle(fake_trace(), NTM_SITES, t=99)["t"] == T - 1
+    assert json.loads(data.bundle_text(bundle)) == bundle
 
 
 def test_read_heatmap_has_one_row_per_slot():
-    bundle = explore.build_bundle(fake_trace(), NTM_SITES)
-    fig = explore.heads_figure(bundle["read"], y_title="slot", empty="none")
+    bundle = data.build_bundle(fake_trace(), NTM_SITES)
+    fig = figures.heads_figure(bundle["read"], y_title="slot", empty="none")
     (heat,) = fig["data"]
     assert heat["type"] == "heatmap"
     assert len(heat["z"]) == N and len(heat["z"][0]) == T  # slot x timestep
@@ -101,22 +111,22 @@ def test_read_heatmap_has_one_row_per_slot():
 
 
 def test_thin_dnc_weights_keep_a_visible_colour_scale():
-    bundle = explore.build_bundle(fake_trace(scale=0.2), NTM_SITES)
-    fig = explore.heads_figure(bundle["read"], y_title="slot", empty="none")
+    bundle = data.build_bundle(fake_trace(scale=0.2), NTM_SITES)
+    fig = figures.heads_figure(bundle["read"], y_title="slot", empty="none")
     assert fig["layout"]["coloraxis"]["cmax"] == pytest.approx(0.2)
     assert fig["data"][0]["coloraxis"] == "coloraxis"  # one scale for every head
 
 
 def test_signed_implicit_attention_gets_a_diverging_scale():
     signed = [{"label": "a", "w": [[0.5, -0.25], [0.1, 0.2]]}]
-    axis = explore.shared_colour_axis(signed)
+    axis = figures.shared_colour_axis(signed)
     assert (axis["cmin"], axis["cmax"]) == (-0.5, 0.5) and axis["colorscale"][0][1] == "#2166ac"
-    assert explore.shared_colour_axis([{"label": "p", "w": [[0.5, 0.5]]}])["cmin"] == 0
+    assert figures.shared_colour_axis([{"label": "p", "w": [[0.5, 0.5]]}])["cmin"] == 0
 
 
 def test_heads_are_stacked_on_one_time_axis():
     series = [{"label": f"h{i}", "site": "s", "head": i, "w": [one_hot(0, N)] * T} for i in range(3)]
-    fig = explore.heads_figure(series, y_title="slot", empty="")
+    fig = figures.heads_figure(series, y_title="slot", empty="")
     assert [d["yaxis"] for d in fig["data"]] == ["y", "y2", "y3"]
     assert all("xaxis" not in d for d in fig["data"])  # the shared x axis carries the cursor
     assert fig["layout"]["xaxis"]["anchor"] == "y3"
@@ -124,27 +134,38 @@ def test_heads_are_stacked_on_one_time_axis():
 
 def test_ssm_channels_are_averaged_and_heads_kept():
     steps = [[[1.0 if k == 0 else 0.0 for k in range(T)], [0.0] * T] for _ in range(T)]  # [T][2 channels][keys]
-    (avg,) = explore._head_series("ssm.attention", steps, ["batch", "time", "channel", "key"])
+    (avg,) = data.head_series("ssm.attention", steps, ["batch", "time", "channel", "key"])
     assert avg["w"][0][0] == 0.5 and "mean of 2 channels" in avg["label"]
-    heads = explore._head_series("attention.pattern", steps, ["batch", "time", "head", "key"])
+    heads = data.head_series("attention.pattern", steps, ["batch", "time", "head", "key"])
     assert [h["head"] for h in heads] == [0, 1]
 
 
-def test_entropy_series_for_distributions_only():
+def test_entropy_is_the_servers_for_distributions_only():
     trace = fake_trace(sites=("memory.read_weights", "memory.write_weights", "memory.usage", "memory.allocation"))
-    bundle = explore.build_bundle(trace, NTM_SITES + DNC_EXTRA)
-    distribution = {s["name"] for s in NTM_SITES + DNC_EXTRA if s["distribution"]}
-    series = explore.entropy_series(bundle, distribution)
+    series = data.entropy_series(trace, NTM_SITES + DNC_EXTRA)
     assert [s["label"] for s in series] == ["memory.read_weights", "memory.write_weights"]
-    assert all(h == pytest.approx(0.0) for h in series[0]["h"])  # one-hot reads: sharp
-    fig = explore.entropy_figure(series, T)
+    assert series[0]["h"] == [0.0] * T and series[1]["h"] == [None] + [0.5] * (T - 1)  # as the server sent them
+    fig = figures.entropy_figure(series, T)
+    assert [d["y"] for d in fig["data"]] == [s["h"] for s in series]
     assert {s["name"] for s in fig["layout"]["shapes"]} == {"diffuse", "sharp"}
     diffuse = next(s for s in fig["layout"]["shapes"] if s["name"] == "diffuse")
     assert (diffuse["y0"], diffuse["y1"]) == (0.9, 1.0)
 
 
+def test_entropy_of_ssm_channels_is_their_mean_and_heads_stay_apart():
+    site = {"axes": ["batch", "time", "channel", "key"], "data": [[[[1.0]] * 2] * 2],
+            "entropy": {"axes": ["batch", "time", "channel"], "data": [[[0.2, 0.4], [None, 0.6]]]}}
+    heads = {"axes": ["batch", "time", "head", "key"], "data": [[[[1.0]] * 2] * 2],
+             "entropy": {"axes": ["batch", "time", "head"], "data": [[[0.2, 0.4], [0.1, 0.6]]]}}
+    trace = {"sites": {"layers.1.ssm.attention": site, "layers.0.attention.pattern": heads}}
+    series = data.entropy_series(trace, ATTN_SITES)
+    assert [s["label"] for s in series] == ["layers.0.attention.pattern head 0", "layers.0.attention.pattern head 1",
+                                           "layers.1.ssm.attention (mean of 2 channels)"]
+    assert series[0]["h"] == [0.2, 0.1] and series[2]["h"] == [pytest.approx(0.3), 0.6]
+
+
 def test_strips_show_input_target_output_and_metric():
-    fig = explore.strips_figure(fake_trace())
+    fig = figures.strips_figure(fake_trace())
     kinds = [d["type"] for d in fig["data"]]
     assert kinds == ["heatmap", "heatmap", "heatmap", "bar"]
     assert len(fig["data"][0]["z"]) == 5 and len(fig["data"][0]["z"][0]) == T  # channels x time
@@ -188,5 +209,5 @@ def test_matrix_is_fetched_for_the_same_sample(fake_api):
 
 
 def test_rounding_keeps_missing_values():
-    assert explore.rounded([[0.123456, None], [1.0, 2.0]]) == [[0.1235, None], [1.0, 2.0]]
-    assert explore.rounded([[1.0], [2.0, 3.0]]) == [[1.0], [2.0, 3.0]]  # ragged rows
+    assert data.rounded([[0.123456, None], [1.0, 2.0]]) == [[0.1235, None], [1.0, 2.0]]
+    assert data.rounded([[1.0], [2.0, 3.0]]) == [[1.0], [2.0, 3.0]]  # ragged rows

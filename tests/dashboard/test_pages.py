@@ -5,7 +5,9 @@ import pytest
 from dash import no_update
 
 from mnemoscope.dashboard.context import Context
-from mnemoscope.dashboard.pages import ablate, checkpoints, compare, gradients, patch
+from mnemoscope.dashboard.pages import ablate, checkpoints, compare, gradients, jobpage, patch
+
+from .conftest import KINDS
 
 CTX = Context()
 CKPTS = [
@@ -49,6 +51,19 @@ def report(score, verdict, ratio):
 
 def done(kind, data):
     return [{"status": "done", "progress": 1.0, "result": {"kind": kind, "data": data}}]
+
+
+def step(page, api, trigger, checkpoint, *form, state=None):
+    """One run-and-poll callback of a job page: trigger "run" or "poll"."""
+    return jobpage.run_step(page.PAGE, api, f"{page.PATH}-{trigger}", checkpoint, form, state)
+
+
+def run_to_end(page, api, checkpoint, *form):
+    """Run, then poll until polling stops; the last step."""
+    out = step(page, api, "run", checkpoint, *form)
+    while out["poll_disabled"] is False:
+        out = step(page, api, "poll", checkpoint, *form, state=out["jobs"])
+    return out
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -102,24 +117,48 @@ def test_upload_messages():
 # -- ablate ------------------------------------------------------------------------------------
 
 def test_ablation_body_and_its_complaints():
-    body = ablate.ablation_body(["memory.read"], "resample", "2-3", "16", 1)
+    body = ablate.ablation_body(KINDS, ["memory.read"], "resample", "2-3", "16", 1)
     assert body == {"samples": 16, "seed": 1, "specs": [{"sites": ["memory.read"], "mode": "resample", "steps": [2, 3]}]}
-    assert ablate.ablation_body(["m"], "zero", "all", None, None)["specs"][0]["steps"] is None
+    blank = ablate.ablation_body(KINDS, ["m"], "zero", "all", None, None)
+    assert blank["specs"][0]["steps"] is None and (blank["samples"], blank["seed"]) == (32, 0)  # the server's defaults
     with pytest.raises(ValueError, match="at least one site"):
-        ablate.ablation_body([], "zero", "all", 8, 0)
+        ablate.ablation_body(KINDS, [], "zero", "all", 8, 0)
     with pytest.raises(ValueError, match="mode must be one of"):
-        ablate.ablation_body(["m"], "explode", "all", 8, 0)
-    with pytest.raises(ValueError, match="at least 2"):
-        ablate.ablation_body(["m"], "zero", "all", 1, 0)
+        ablate.ablation_body(KINDS, ["m"], "explode", "all", 8, 0)
+    with pytest.raises(ValueError, match="at least 2"):  # the page's floor: mean and resample need other sequences
+        ablate.ablation_body(KINDS, ["m"], "zero", "all", 1, 0)
+    with pytest.raises(ValueError, match="sequences must be at most 512"):
+        ablate.ablation_body(KINDS, ["m"], "zero", "all", 513, 0)
+
+
+def test_limits_come_from_the_server(fake_api):
+    kinds = [dict(k, limits={**k["limits"], "samples": {"minimum": 1, "maximum": 64, "default": 10}})
+             if k["name"] == "ablations" else k for k in KINDS]
+    assert ablate.ablation_body(kinds, ["m"], "zero", "all", None, None)["samples"] == 10
+    with pytest.raises(ValueError, match="sequences must be at most 64"):
+        ablate.ablation_body(kinds, ["m"], "zero", "all", 100, 0)
+    # the boot callback bounds the inputs and fills in defaults, keeping what the URL gave
+    options, error, *bounds = jobpage.boot_step(ablate.PAGE, fake_api(kinds=kinds), {}, ["12", None])
+    assert error is None and bounds == [2, 64, "12", 0, 2**31 - 1, 0]
+    _, error, *bounds = jobpage.boot_step(patch.PAGE, fake_api(), {}, [None, None])
+    assert bounds == [1, 256, 8, 0, 2**31 - 1, 0]
+
+
+def test_unreachable_limits_are_a_sentence(fake_api):
+    api = fake_api(fail={"kinds": "cannot reach the mnemoscope API at http://127.0.0.1:9"})
+    _, error, *bounds = jobpage.boot_step(gradients.PAGE, api, {}, ["4", None])
+    assert "cannot reach" in str(error.to_plotly_json()) and bounds == [None, None, "4", None, None, None]
+    out = step(gradients, api, "run", ["c1"], 4, 0)
+    assert "cannot reach" in out["error"] and not api.started
 
 
 def test_ablate_runs_two_jobs_and_shows_the_verdict(fake_api):
     api = fake_api(jobs={"ablations-c1": [{"status": "running", "progress": 0.1}, {"status": "running", "progress": 0.5}]
                          + done("ablations", [ABLATION]), "report-c1": done("report", {"reliance": RELIANCE})})
-    out = ablate.run_step(api, "ablate-run", "c1", ["memory.read"], "resample", "2-3", 32, 0, None)
+    out = step(ablate, api, "run", "c1", ["memory.read"], "resample", "2-3", 32, 0)
     assert {k for _, k, _ in api.started} == {"ablations", "report"} and out["poll_disabled"] is False
     while out["poll_disabled"] is False:
-        out = ablate.run_step(api, "ablate-poll", "c1", ["memory.read"], "resample", "2-3", 32, 0, out["jobs"])
+        out = step(ablate, api, "poll", "c1", ["memory.read"], "resample", "2-3", 32, 0, state=out["jobs"])
     assert out["error"] is None
     verdict = out["verdict"].to_plotly_json()
     assert verdict["props"]["data-verdict"] == "functional" and "0.91" in str(verdict) and "[0.85, 0.97]" in str(verdict)
@@ -133,18 +172,19 @@ def test_ablate_runs_two_jobs_and_shows_the_verdict(fake_api):
 
 def test_ablate_form_errors_are_messages(fake_api):
     api = fake_api()
-    out = ablate.run_step(api, "ablate-run", None, ["memory.read"], "zero", "all", 8, 0, None)
+    out = step(ablate, api, "run", None, ["memory.read"], "zero", "all", 8, 0)
     assert out["error"] == "choose a checkpoint first" and not api.calls
-    out = ablate.run_step(api, "ablate-run", "c1", ["memory.read"], "zero", "5-2", 8, 0, None)
-    assert "backwards" in out["error"] and not api.calls
+    out = step(ablate, api, "run", "c1", ["memory.read"], "zero", "5-2", 8, 0)
+    assert "backwards" in out["error"] and not api.started
 
 
 def test_sites_default_to_memory_reads(fake_api):
     api = fake_api(sites={"c1": SITES})
-    options, value, error = ablate.load_sites(api, "c1", [])
+    options, value, error = jobpage.load_sites(api, "c1", [], default_kinds=("read",))
     assert [o["value"] for o in options] == ["memory.read", "memory.read_weights", "controller.output"]
     assert value == ["memory.read"] and error is None
-    assert ablate.load_sites(api, "c1", ["controller.output", "gone"])[1] == ["controller.output"]
+    assert jobpage.load_sites(api, "c1", ["controller.output", "gone"], ("read",))[1] == ["controller.output"]
+    assert jobpage.load_sites(api, "c1", [])[1] == []  # Patch: none chosen means every memory site
 
 
 # -- patch ---------------------------------------------------------------------------------------
@@ -168,7 +208,7 @@ def test_patch_elements_are_averaged_for_the_site_map():
 
 def test_patch_run_to_heatmap_and_summary(fake_api):
     api = fake_api(jobs={"patching-c1": done("patching", PATCHING)})
-    out = patch.run_step(api, "patch-run", "c1", ["memory.read", "controller.output"], "denoise", 8, 3, None)
+    out = step(patch, api, "run", "c1", ["memory.read", "controller.output"], "denoise", 8, 3)
     assert api.started == [("c1", "patching", {"pairs": 8, "seed": 3, "direction": "denoise",
                                                "sites": ["memory.read", "controller.output"]})]
     assert out["heatmap"]["data"][-1]["type"] == "heatmap" and out["error"] is None
@@ -187,19 +227,49 @@ def test_patch_without_differences_says_so():
 def test_gradients_for_a_series_in_training_order(fake_api):
     late = dict(GRADS, ratio=0.8, memory_total=1.6)
     api = fake_api(checkpoints=CKPTS, jobs={"gradients-c1": done("gradients", GRADS), "gradients-c2": done("gradients", late)})
-    out = gradients.run_step(api, "gradients-run", ["c2", "c1"], 16, 0, None)
+    out = run_to_end(gradients, api, ["c2", "c1"], 16, 0)
     assert {c for c, _, _ in api.started} == {"c1", "c2"} and out["error"] is None
     series = out["series"]["data"][0]
     assert series["x"] == [100, 900] and series["y"] == [0.25, 0.8]  # by step, not by selection order
-    assert out["show_series"] is True
+    assert out["series_hidden"] is False
     assert [d["name"] for d in out["steps"]["data"]] == ["memory reads", "bypass"]
     assert out["groups"]["data"][0]["x"] == ["memory", "controller"]
     assert "grad_norm memory" in out["export"]["csv"].splitlines()[0]
 
 
+def test_a_batch_of_jobs_is_polled_with_one_request(fake_api):
+    running = [{"status": "running", "progress": 0.2}, {"status": "running", "progress": 0.2},
+               {"status": "running", "progress": 0.6}]
+    api = fake_api(checkpoints=CKPTS, jobs={"gradients-c1": running + done("gradients", GRADS),
+                                            "gradients-c2": running + done("gradients", GRADS)})
+    out = step(gradients, api, "run", ["c1", "c2"], 16, 0)
+    for _ in range(2):
+        api.calls.clear()
+        out = step(gradients, api, "poll", ["c1", "c2"], 16, 0, state=out["jobs"])
+        assert api.calls == [("jobs", {"kind": "gradients"})] and out["poll_disabled"] is False
+    api.calls.clear()
+    out = step(gradients, api, "poll", ["c1", "c2"], 16, 0, state=out["jobs"])
+    # the poll that sees both done, then each result once
+    assert [c[0] for c in api.calls][:3] == ["jobs", "job", "job"] and out["poll_disabled"] is True
+    assert out["error"] is None and out["series"]["data"][0]["y"] == [0.25, 0.25]
+    # one checkpoint, several kinds (Ablate): the list is that checkpoint's
+    assert jobpage.batch_filter([{"checkpoint_id": "c1", "kind": "ablations"},
+                                 {"checkpoint_id": "c1", "kind": "report"}]) == {"checkpoint_id": "c1"}
+
+
+def test_a_job_the_list_leaves_out_is_asked_for_alone(fake_api):
+    api = fake_api(jobs={"patching-c1": [{"status": "running", "progress": 0.5}]})
+    jobs = {"p": {"id": "patching-c1", "kind": "patching", "checkpoint_id": "c1", "status": "running"}}
+    polled, error = jobpage.poll_jobs(api, jobs)  # nothing started through this fake: the list is empty
+    assert error is None and polled["p"]["progress"] == 0.5
+    assert [c[0] for c in api.calls] == ["jobs", "job"]
+
+
 def test_gradients_need_a_checkpoint(fake_api):
-    out = gradients.run_step(fake_api(), "gradients-run", [], 16, 0, None)
+    out = step(gradients, fake_api(), "run", [], 16, 0)
     assert "choose one checkpoint" in out["error"]
+    out = step(gradients, fake_api(), "run", [f"c{i}" for i in range(30)], 16, 0)
+    assert out["error"] == "at most 24 checkpoints at once"
 
 
 # -- compare ---------------------------------------------------------------------------------------
@@ -207,7 +277,7 @@ def test_gradients_need_a_checkpoint(fake_api):
 def test_compare_side_by_side(fake_api):
     api = fake_api(checkpoints=CKPTS, jobs={"report-c1": done("report", report(0.1, "decorative", 0.05)),
                                             "report-c2": done("report", report(0.9, "functional", 0.7))})
-    out = compare.run_step(api, "compare-run", ["c1", "c2"], 32, 0, None)
+    out = run_to_end(compare, api, ["c1", "c2"], 32, 0)
     assert out["error"] is None
     table = str(out["table"].to_plotly_json())
     assert "ms-badge-decorative" in table and "ms-badge-functional" in table
