@@ -27,13 +27,35 @@ def registered_archs() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def tiny_task():
+# A Hugging Face model takes token ids, so it is analysed on a token task: a tiny
+# Qwen3-Next-style hybrid (Gated DeltaNet + attention) on MQAR.
+TOKEN_ARCHS = {"hf"}
+HF_TINY = dict(model_type="qwen3_next", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=8, intermediate_size=64,
+               layer_types=["linear_attention", "full_attention"], linear_key_head_dim=8,
+               linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4, num_experts=0,
+               mlp_only_layers=[0, 1], use_cache=False)
+
+
+def tiny_task(arch: str | None = None):
+    if arch in TOKEN_ARCHS:
+        return make_task("mqar", vocab_size=16, seq_len=12, num_pairs=2)
     return make_task("copy", bits=3, min_length=3, max_length=3)  # T = 7
 
 
+def _hf_config(task) -> dict:
+    from transformers import AutoConfig
+
+    fields = {k: v for k, v in HF_TINY.items() if k != "model_type"}
+    return AutoConfig.for_model(HF_TINY["model_type"], vocab_size=task.vocab_size, **fields).to_dict()
+
+
 def tiny_model(arch: str, task=None, seed: int = 0):
-    task = task or tiny_task()
+    task = task or tiny_task(arch)
     cls = architecture(arch)
+    if arch == "hf":
+        torch.manual_seed(seed)
+        return cls(cls.Config(hf_config=_hf_config(task))).eval()
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     config = {k: v for k, v in TINY.get(arch, {}).items() if k in fields}
     config.update({k: v for k, v in (("input_size", task.input_size), ("output_size", task.output_size))
@@ -79,8 +101,10 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def task():
-    return tiny_task()
+def task(request):
+    # the task the architecture under test takes (tests parametrised over `arch`)
+    callspec = getattr(request.node, "callspec", None)
+    return tiny_task(callspec.params.get("arch") if callspec else None)
 
 
 @pytest.fixture
