@@ -23,7 +23,7 @@ from mnemoscope import __version__
 
 from .errors import ServiceError, StartupError
 from .jobs import JobManager
-from .middleware import BodyLimit
+from .middleware import BodyLimit, HostAndOriginGuard
 from .routers import checkpoints, health, jobs
 from .services.jobs import on_done
 from .services.models import ModelCache
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(HostAndOriginGuard, settings=settings)  # outermost: before CORS, body reads and routes
     _add_error_handlers(app)
     _document_errors(app)
     for router in (health.router, checkpoints.router, jobs.router):
