@@ -14,8 +14,13 @@ Files come from strangers (uploads to the server), so loading never runs code fr
 file: safetensors holds no code, and `.pt`/`.pth` files go through
 `torch.load(weights_only=True)` only. The safetensors header is parsed and checked here
 before the safetensors library sees the file, so a header that claims terabytes of
-tensors is rejected without allocating anything. Every problem is a `CheckpointError`
-(a ValueError) whose message names the file and what is wrong with it.
+tensors is rejected without allocating anything. Before a byte of weights is read or a
+model built, the model is instantiated on the `meta` device (shapes, no data) and every
+tensor the file declares is compared with it, and the weights are held to a size cap
+(`max_bytes`, default `MAX_MODEL_BYTES`): a 250-byte file whose config asks for a
+gigabyte-sized model, or a small zip that inflates to gigabytes, is refused first.
+Every problem is a `CheckpointError` (a ValueError) whose message names the file and
+what is wrong with it.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import math
 import os
 import re
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +38,7 @@ from typing import Any, Mapping
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .files import TORCH_SUFFIXES, format_from_name, sniff_format, write_atomic
 from .jsonable import to_jsonable
@@ -41,11 +48,17 @@ from .sites import SiteModel
 FORMAT = "mnemoscope-checkpoint"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # real headers are kilobytes; anything larger is hostile
+MAX_MODEL_BYTES = 2**31  # default cap on a checkpoint's weights; callers (the server) pass their own
+MAX_BUILD_OPS = 10_000  # tensor operations a model's constructor may run; real configs need hundreds
 
 _DTYPE_BYTES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
 }
+# what a safetensors dtype can be loaded into: floats convert into each other (as
+# `load_state_dict` has always done), integers into integers, booleans only into booleans
+_DTYPE_KIND = {name: "float" if name.startswith(("F", "BF")) else "bool" if name == "BOOL" else "integer"
+               for name in _DTYPE_BYTES}
 _META_FIELDS = ("format", "format_version", "arch", "config", "task", "step", "metrics",
                 "name", "created_at", "extra")
 
@@ -138,25 +151,30 @@ def _json_field(key: str, value: Any) -> Any:
 
 # -- loading --------------------------------------------------------------------------------
 
-def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
+def load_checkpoint(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> LoadedCheckpoint:
     """Rebuild the model stored in `path`, in eval mode on the CPU.
 
     `.safetensors`: mnemoscope's own format (see the module doc).
     `.pt`/`.pth` (and other torch files): read with `torch.load(weights_only=True)`; either
     a dict with the same fields as the safetensors metadata plus `state_dict`, or a raw
     state dict that an importer recognises (pytorch-ntm).
+    `max_bytes`: the most bytes of weights the file may hold and the model may need;
+    checked before anything of that size is allocated.
     """
     path = Path(path)
     kind = _file_kind(path)
     if kind == "safetensors":
         header, metadata = _read_safetensors_header(path)
         meta = _meta_from_fields(path, metadata, decode_json=True)
+        plan = _plan_model(path, meta, max_bytes)
+        _check_layout(path, meta.arch, plan.tensors, _header_tensors(header))
+        _check_size(path, "its tensors", sum(_header_bytes(header).values()), max_bytes)
         tensors = _read_safetensors_tensors(path)
-        return _build(path, meta, tensors)
-    return _load_torch(path)
+        return _build(path, meta, tensors, plan)
+    return _load_torch(path, max_bytes)
 
 
-def inspect_checkpoint(path: str | os.PathLike) -> CheckpointMeta:
+def inspect_checkpoint(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> CheckpointMeta:
     """The metadata of a checkpoint without building the model or reading the weights
     (torch files have to be unpickled and converted, so they are fully loaded)."""
     path = Path(path)
@@ -165,7 +183,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointMeta:
         meta = _meta_from_fields(path, metadata, decode_json=True)
         _check_arch_and_config(path, meta)
         return meta
-    return _load_torch(path).meta
+    return _load_torch(path, max_bytes).meta
 
 
 def _file_kind(path: Path) -> str:
@@ -304,35 +322,119 @@ def _check_arch_and_config(path: Path, meta: CheckpointMeta):
         raise CheckpointError(f"{path.name}: invalid config for {meta.arch!r}: {exc}") from exc
 
 
-def _build(path: Path, meta: CheckpointMeta, tensors: Mapping[str, Tensor]) -> LoadedCheckpoint:
+@dataclass
+class _ModelPlan:
+    """What a checkpoint's model will be, learnt on the meta device: no data allocated."""
+
+    config: Any
+    tensors: dict[str, tuple[tuple[int, ...], str]]  # state-dict key -> (shape, dtype kind)
+    nbytes: int  # parameters and buffers, persistent or not
+
+
+def _plan_model(path: Path, meta: CheckpointMeta, max_bytes: int) -> _ModelPlan:
+    """Build the model on the meta device to learn its tensors and their size, and refuse
+    it when it would not fit `max_bytes`, before the real model or its weights exist."""
     config = _check_arch_and_config(path, meta)
     try:
-        model = architecture(meta.arch)(config)
+        with torch.device("meta"), _BuildBudget(MAX_BUILD_OPS):
+            model = architecture(meta.arch)(config)
+    except _OverBudget:
+        raise CheckpointError(
+            f"{path.name}: building {meta.arch!r} from config {_short(meta.config)} takes more than "
+            f"{MAX_BUILD_OPS} tensor operations; not a model this loader builds"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - a bad value (negative size, wrong type) in config
-        raise CheckpointError(f"{path.name}: cannot build {meta.arch!r} from config {meta.config}: {exc}") from exc
-    _check_tensors(path, model, tensors)
-    model.load_state_dict(dict(tensors), strict=True)
-    model.eval()
-    return LoadedCheckpoint(model, meta, _count_parameters(model), path)
+        raise CheckpointError(f"{path.name}: cannot build {meta.arch!r} from config {_short(meta.config)}: {exc}") from exc
+    storages = {id(t): t for t in (*model.parameters(), *model.buffers())}  # tied weights count once
+    nbytes = sum(t.numel() * t.element_size() for t in storages.values())
+    _check_size(path, f"a {meta.arch!r} model with this config", nbytes, max_bytes)
+    tensors = {k: (tuple(v.shape), _torch_kind(v.dtype)) for k, v in model.state_dict().items()}
+    return _ModelPlan(config, tensors, nbytes)
 
 
-def _check_tensors(path: Path, model: SiteModel, tensors: Mapping[str, Tensor]) -> None:
+class _OverBudget(Exception):
+    pass
+
+
+class _BuildBudget(TorchDispatchMode):
+    """Counts the tensor operations a model's constructor runs. On the meta device they
+    cost no memory, but a config asking for a million layers would still build a million
+    modules: this stops it after a bounded amount of work."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.ops = limit, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        if self.ops > self.limit:
+            raise _OverBudget
+        return func(*args, **(kwargs or {}))
+
+
+def _short(config: Any) -> str:
+    text = repr(config)
+    return text if len(text) <= 200 else text[:200] + "...}"
+
+
+def _torch_kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    return "float" if dtype.is_floating_point or dtype.is_complex else "integer"
+
+
+def _header_tensors(header: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {k: (tuple(v["shape"]), _DTYPE_KIND[v["dtype"]]) for k, v in header.items() if k != "__metadata__"}
+
+
+def _header_bytes(header: Mapping[str, Any]) -> dict[str, int]:
+    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+
+
+def _check_size(path: Path, what: str, nbytes: int, max_bytes: int) -> None:
+    if nbytes > max_bytes:
+        raise CheckpointError(
+            f"{path.name}: {what} holds {nbytes} bytes of weights, more than this loader's limit of {max_bytes} bytes"
+        )
+
+
+def _check_layout(path: Path, arch: str, expected: Mapping[str, tuple[tuple[int, ...], str]],
+                  got: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
+    """The file's tensors (names, shapes, dtype kinds) against the model's."""
     name = path.name
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing tensors {missing}")
+            parts.append(f"missing tensors {_listed(missing)}")
         if unexpected:
-            parts.append(f"unexpected tensors {unexpected}")
-        raise CheckpointError(f"{name}: tensors do not match a {model.arch!r} model with this config: " + "; ".join(parts))
-    for key, shape in expected.items():
-        got = tuple(tensors[key].shape)
-        if got != shape:
-            raise CheckpointError(f"{name}: tensor {key!r} has shape {got}, expected {shape} for this config")
+            parts.append(f"unexpected tensors {_listed(unexpected)}")
+        raise CheckpointError(f"{name}: tensors do not match a {arch!r} model with this config: " + "; ".join(parts))
+    for key, (shape, kind) in expected.items():
+        got_shape, got_kind = got[key]
+        if got_shape != shape:
+            raise CheckpointError(f"{name}: tensor {key!r} has shape {got_shape}, expected {shape} for this config")
+        if got_kind != kind:
+            raise CheckpointError(f"{name}: tensor {key!r} holds {got_kind} values, expected {kind} for this config")
+
+
+def _listed(keys: list[str], limit: int = 20) -> list[str]:
+    return keys[:limit] + ([f"... ({len(keys) - limit} more)"] if len(keys) > limit else [])
+
+
+def _build(path: Path, meta: CheckpointMeta, tensors: Mapping[str, Tensor], plan: _ModelPlan) -> LoadedCheckpoint:
+    """The real model, once `plan` (meta device) says the tensors fit it."""
+    _check_layout(path, meta.arch, plan.tensors,
+                  {k: (tuple(t.shape), _torch_kind(t.dtype)) for k, t in tensors.items()})
     _check_finite(path, tensors)
+    try:
+        model = architecture(meta.arch)(plan.config)
+    except Exception as exc:  # noqa: BLE001 - the meta build passed, but be as clear if this one fails
+        raise CheckpointError(f"{path.name}: cannot build {meta.arch!r} from config {_short(meta.config)}: {exc}") from exc
+    model.load_state_dict(dict(tensors), strict=True)
+    model.eval()
+    return LoadedCheckpoint(model, meta, _count_parameters(model), path)
 
 
 def _check_finite(path: Path, tensors: Mapping[str, Tensor]) -> None:
@@ -348,9 +450,33 @@ def _count_parameters(model: torch.nn.Module) -> int:
 
 # -- PyTorch files ----------------------------------------------------------------------------
 
-def _load_torch(path: Path) -> LoadedCheckpoint:
+def _check_torch_archive(path: Path, max_bytes: int) -> None:
+    """A zip-format PyTorch file (what torch.save writes) lists every member's size in its
+    central directory: hold their sum to `max_bytes`, and to the archive's own size, since
+    torch.save stores members uncompressed: a 1 MB file that inflates to a gigabyte is
+    refused here, before torch.load allocates it. (Legacy pickle streams carry no
+    directory; they are bounded by the upload size.)"""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name}: could not read as a PyTorch file: not a valid zip archive ({exc})") from exc
+    _check_size(path, "the archive", declared, max_bytes)
+    size = path.stat().st_size
+    if declared > size:
+        raise CheckpointError(
+            f"{path.name}: the archive's members declare {declared} bytes uncompressed but the file has {size}: "
+            "compressed, which torch.save never writes (a zip bomb?); save it again with torch.save"
+        )
+
+
+def _load_torch(path: Path, max_bytes: int) -> LoadedCheckpoint:
     import pickle
 
+    _check_torch_archive(path, max_bytes)
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
@@ -378,7 +504,7 @@ def _load_torch(path: Path) -> LoadedCheckpoint:
         sd = obj["state_dict"]
         if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
             raise CheckpointError(f"{path.name}: 'state_dict' must map names to tensors")
-        return _build(path, meta, sd)
+        return _build(path, meta, sd, _plan_model(path, meta, max_bytes))
 
     if obj and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         return _import_state_dict(path, dict(obj))
@@ -433,6 +559,7 @@ __all__ = [
     "LoadedCheckpoint",
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_MODEL_BYTES",
     "save_checkpoint",
     "load_checkpoint",
     "inspect_checkpoint",

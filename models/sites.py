@@ -17,13 +17,14 @@ step, so N interventions run as N rows of one batch at the cost of one forward p
 """
 from __future__ import annotations
 
-import fnmatch
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from .glob import compile_glob
 
 SiteKind = Literal[
     "read",  # what memory returns to the network (memory.read, ssm.read)
@@ -401,17 +402,19 @@ def output_spec(output_size: int) -> SiteSpec:
 
 def resolve_sites(specs: dict[str, SiteSpec], patterns: Sequence[str] | str | None) -> set[str]:
     """Names matching `patterns`. "*" and globs ("memory.*") skip on-request sites;
-    an exact name always counts. Unknown names raise a ValueError that lists the sites."""
+    an exact name always counts. Unknown names raise a ValueError that lists the sites,
+    and so does a pattern that is too long or has an unclosed `[` (see `glob`)."""
     if patterns is None:
         return set()
     if isinstance(patterns, str):
         patterns = [patterns]
     chosen: set[str] = set()
     for p in patterns:
+        glob = compile_glob(p)  # checks the length before anything else looks at it
         if p in specs:
             chosen.add(p)
             continue
-        matched = {n for n, s in specs.items() if fnmatch.fnmatchcase(n, p) and not s.on_request}
+        matched = {n for n, s in specs.items() if not s.on_request and glob.matches(n)}
         if not matched:
             raise ValueError(f"no site matches {p!r}; this model has: {sorted(specs)}")
         chosen |= matched

@@ -30,7 +30,7 @@ from mnemoscope import __version__
 from .errors import ServiceError, StartupError
 from .jobs import JobManager
 from .kinds import KINDS, JobKind
-from .middleware import BodyLimit
+from .middleware import BodyLimit, HostAndOriginGuard
 from .routers import checkpoints, health, jobs, kinds as kinds_router
 from .services.analysis import execute
 from .services.jobs import on_done
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(HostAndOriginGuard, settings=settings)  # outermost: before CORS, body reads and routes
     _add_error_handlers(app)
     _document_errors(app)
     for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router):

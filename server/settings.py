@@ -2,7 +2,7 @@
 
     MNEMOSCOPE_DATA_DIR=/srv/mnemoscope MNEMOSCOPE_TOKEN=s3cret mnemoscope serve --host 0.0.0.0
 
-Lists (`cors_origins`) may be given as JSON (`["https://a.org"]`) or comma-separated.
+Lists (`cors_origins`, `allowed_hosts`) may be given as JSON (`["https://a.org"]`) or comma-separated.
 """
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     token: SecretStr | None = Field(None, description="when set, mutating routes need `Authorization: Bearer <token>`")
     workers: int = Field(2, ge=1, le=64, description="worker processes for ablation/patching/gradient/report jobs")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="CORS is off unless origins are listed")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header names answered besides 127.0.0.1, localhost, [::1] and the bind host "
+                    "(others get 403: DNS rebinding); '*' answers any")
     allow_remote: bool = Field(False, description="bind a non-loopback address without a token anyway")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
@@ -41,9 +45,9 @@ class Settings(BaseSettings):
     worker_nice: int = Field(5, ge=0, le=19, description="workers run at lower CPU priority so the API stays responsive")
     dashboard: bool = Field(True, description="mount the dashboard at /dashboard/ when it is installed")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
-    def _split_origins(cls, value):
+    def _split_list(cls, value):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

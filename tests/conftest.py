@@ -13,6 +13,9 @@ PYTORCH_NTM_FILE = SHARED / "external" / "pytorch-ntm" / "copy-task-1-batch-4000
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Starlette's TestClient sends `Host: testserver`; the server answers only names it knows
+# (DNS-rebinding guard), so tests name that one too. Live servers are reached at 127.0.0.1.
+os.environ.setdefault("MNEMOSCOPE_ALLOWED_HOSTS", "testserver")
 torch.set_num_threads(1)  # 2-core machine, tests are small: avoid oversubscription
 
 

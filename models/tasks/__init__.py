@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from .base import Batch, PatchPair, Task
+from .params import ParamSpec, TaskParams, param_specs
 
 TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
     TASKS[cls.name] = cls
+    cls.Params.task_name = cls.name  # parameter errors name their task
     return cls
 
 
@@ -34,4 +36,4 @@ def make_task(spec: dict | str, **overrides) -> Task:
     return cls(cls.Params(**params))
 
 
-__all__ = ["Batch", "PatchPair", "Task", "TASKS", "make_task", "register_task"]
+__all__ = ["Batch", "ParamSpec", "PatchPair", "Task", "TaskParams", "TASKS", "make_task", "param_specs", "register_task"]

@@ -77,6 +77,12 @@ class Task:
         """Number of token ids for token tasks, else None."""
         return None
 
+    def max_steps(self) -> int:
+        """The longest sequence (T) this task can produce with its parameters, computed
+        from them alone: what a caller multiplies by batch size and model cost to bound
+        a request before sampling anything."""
+        raise NotImplementedError
+
     # -- data ----------------------------------------------------------------------------
     def sample(self, n: int, seed: int) -> Batch:
         raise NotImplementedError

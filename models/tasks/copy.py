@@ -13,18 +13,15 @@ from torch import Tensor
 
 from . import register_task
 from .base import Batch, BitsTask, PatchPair, generator
+from .params import TaskParams, param
+
+MAX_BITS = 1024  # bit channels per row; far beyond any model worth analysing
+MAX_LENGTH = 1 << 16  # rows of one stored sequence
 
 
 def _check_n(n: int) -> None:
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n (the number of sequences) must be a positive int, got {n!r}")
-
-
-def _check_range(task: str, low_name: str, low: int, high_name: str, high: int, minimum: int) -> None:
-    if low < minimum:
-        raise ValueError(f"{task}: {low_name} must be at least {minimum}, got {low}")
-    if high < low:
-        raise ValueError(f"{task}: {high_name} ({high}) must be at least {low_name} ({low})")
 
 
 def _randint(g: torch.Generator, low: int, high: int) -> int:
@@ -59,15 +56,10 @@ def _redraw_one_row(g: torch.Generator, seq: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @dataclass
-class CopyParams:
-    bits: int = 8
-    min_length: int = 1
-    max_length: int = 20
-
-    def __post_init__(self) -> None:
-        if self.bits < 1:
-            raise ValueError(f"copy: bits must be at least 1, got {self.bits}")
-        _check_range("copy", "min_length", self.min_length, "max_length", self.max_length, 1)
+class CopyParams(TaskParams):
+    bits: int = param(8, 1, MAX_BITS, "bit channels per row")
+    min_length: int = param(1, 1, MAX_LENGTH, "shortest sequence L; one L per batch, uniform in the range")
+    max_length: int = param(20, 1, MAX_LENGTH, "longest sequence L")
 
 
 @register_task
@@ -116,9 +108,17 @@ class Copy(BitsTask):
         seq = _random_bits(g, n, L, p.bits)  # [B, L, bits]
         return self._layout(seq), seq
 
+    @staticmethod
+    def steps(L: int) -> int:
+        """T for a sequence of L rows: the rows, the delimiter, the rows again."""
+        return 2 * L + 1
+
+    def max_steps(self) -> int:
+        return self.steps(self.params.max_length)
+
     def _layout(self, seq: Tensor) -> Batch:
         B, L, bits = seq.shape
-        T = 2 * L + 1
+        T = self.steps(L)
         inputs = torch.zeros(B, T, bits + 1)
         inputs[:, :L, :bits] = seq
         inputs[:, L, bits] = 1.0
@@ -147,18 +147,12 @@ class Copy(BitsTask):
 
 
 @dataclass
-class RepeatCopyParams:
-    bits: int = 8
-    min_length: int = 1
-    max_length: int = 10
-    min_repeats: int = 1
-    max_repeats: int = 5
-
-    def __post_init__(self) -> None:
-        if self.bits < 1:
-            raise ValueError(f"repeat_copy: bits must be at least 1, got {self.bits}")
-        _check_range("repeat_copy", "min_length", self.min_length, "max_length", self.max_length, 1)
-        _check_range("repeat_copy", "min_repeats", self.min_repeats, "max_repeats", self.max_repeats, 1)
+class RepeatCopyParams(TaskParams):
+    bits: int = param(8, 1, MAX_BITS, "bit channels per row")
+    min_length: int = param(1, 1, MAX_LENGTH, "shortest sequence L; one L per batch, uniform in the range")
+    max_length: int = param(10, 1, MAX_LENGTH, "longest sequence L")
+    min_repeats: int = param(1, 1, MAX_LENGTH, "fewest repeats R; one R per batch, uniform in the range")
+    max_repeats: int = param(5, 1, MAX_LENGTH, "most repeats R")
 
 
 @register_task
@@ -211,9 +205,17 @@ class RepeatCopy(BitsTask):
         seq = _random_bits(g, n, L, p.bits)
         return self._layout(seq, R), seq, R
 
+    @staticmethod
+    def steps(L: int, R: int) -> int:
+        """T for L rows repeated R times: the rows, the delimiter, R copies, the end marker."""
+        return L + 1 + L * R + 1
+
+    def max_steps(self) -> int:
+        return self.steps(self.params.max_length, self.params.max_repeats)
+
     def _layout(self, seq: Tensor, R: int) -> Batch:
         B, L, bits = seq.shape
-        T = L + 1 + L * R + 1
+        T = self.steps(L, R)
         inputs = torch.zeros(B, T, bits + 2)
         inputs[:, :L, :bits] = seq
         inputs[:, L, bits] = 1.0

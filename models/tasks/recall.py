@@ -13,30 +13,31 @@ from torch import Tensor
 
 from . import register_task
 from .base import Batch, BitsTask, ClassesTask, PatchPair, generator
-from .copy import _check_n, _check_range, _differs, _randint, _random_bits
+from .copy import MAX_BITS, MAX_LENGTH, _check_n, _differs, _randint, _random_bits
+from .params import TaskParams, param
 
 _MAX_REDRAWS = 10_000
 
 
-@dataclass
-class AssociativeRecallParams:
-    bits: int = 6
-    item_length: int = 3
-    min_items: int = 2
-    max_items: int = 6
+MAX_ITEMS = 1024  # drawing K distinct items compares each with the ones before: K^2 work
 
-    def __post_init__(self) -> None:
-        if self.bits < 1 or self.item_length < 1:
-            raise ValueError(
-                f"associative_recall: bits and item_length must be at least 1, got {self.bits}, {self.item_length}"
-            )
-        _check_range("associative_recall", "min_items", self.min_items, "max_items", self.max_items, 2)
+
+@dataclass
+class AssociativeRecallParams(TaskParams):
+    bits: int = param(6, 1, MAX_BITS, "bit channels per item row")
+    item_length: int = param(3, 1, MAX_LENGTH, "rows per item")
+    min_items: int = param(2, 2, MAX_ITEMS, "fewest items K in the list; one K per batch, uniform in the range")
+    max_items: int = param(6, 2, MAX_ITEMS, "most items K in the list")
+
+    def check(self) -> None:
         # items are kept distinct (a repeated item would make the query ambiguous) and
-        # patching needs one more distinct item than the list holds
-        if 2 ** (self.bits * self.item_length) <= self.max_items:
+        # patching needs one more distinct item than the list holds: 2**(bits*item_length)
+        # > max_items, compared through bit_length so a huge exponent is never computed
+        width = self.bits * self.item_length
+        if width < self.max_items.bit_length():
             raise ValueError(
-                f"associative_recall: bits*item_length = {self.bits * self.item_length} gives "
-                f"{2 ** (self.bits * self.item_length)} distinct items, need more than max_items = {self.max_items}"
+                f"{self.task_name}: bits*item_length = {width} gives {2 ** width} distinct items, "
+                f"need more than max_items = {self.max_items}"
             )
 
 
@@ -107,9 +108,17 @@ class AssociativeRecall(BitsTask):
         q = torch.randint(0, K - 1, (n,), generator=g)
         return self._layout(items, q), items, q
 
+    @staticmethod
+    def steps(K: int, item_length: int) -> int:
+        """T for K items: each with its delimiter, two query delimiters, the query, the answer rows."""
+        return K * (item_length + 1) + 2 + 2 * item_length
+
+    def max_steps(self) -> int:
+        return self.steps(self.params.max_items, self.params.item_length)
+
     def _layout(self, items: Tensor, q: Tensor) -> Batch:
         B, K, IL, bits = items.shape
-        T = K * (IL + 1) + 2 + 2 * IL
+        T = self.steps(K, IL)
         ar = torch.arange(B)
         inputs = torch.zeros(B, T, bits + 2)
         listed = inputs[:, : K * (IL + 1)].view(B, K, IL + 1, bits + 2)
@@ -155,31 +164,33 @@ class AssociativeRecall(BitsTask):
 FILLER = 0  # token id of every non-pair, non-query position; never a key or a value
 
 
-@dataclass
-class MQARParams:
-    vocab_size: int = 64
-    seq_len: int = 64
-    num_pairs: int = 8
-    power_a: float = 0.01
+MAX_VOCAB = 1 << 16  # token ids; the one-hot inputs and the logits are this wide
 
-    def __post_init__(self) -> None:
+
+@dataclass
+class MQARParams(TaskParams):
+    vocab_size: int = param(64, 4, MAX_VOCAB, "token ids: keys below vocab_size/2, values from it on")
+    seq_len: int = param(64, 4, MAX_LENGTH, "tokens per sequence, the sequence length T")
+    num_pairs: int = param(8, 1, MAX_LENGTH // 4, "key-value pairs per sequence, each queried once")
+    # p(gap) ~ (gap+1)^(power_a - 1). Below 1e-3 the law is 1/(gap+1) to within about 1% for any
+    # seq_len here, so smaller values only look different; above 16 the last gaps take
+    # nearly all the mass, and past ~60 the weights overflow float64 (torch.multinomial fails).
+    power_a: float = param(0.01, 1e-3, 16.0, "power law of the query gaps: small puts queries near the pairs, 1 is uniform")
+
+    def check(self) -> None:
         n, V = self.num_pairs, self.vocab_size
-        if n < 1:
-            raise ValueError(f"mqar: num_pairs must be at least 1, got {n}")
         if V // 2 - 1 < n:
             raise ValueError(
-                f"mqar: vocab_size {V} gives {V // 2 - 1} keys (ids 1..{V // 2 - 1}), fewer than num_pairs = {n}"
+                f"{self.task_name}: vocab_size {V} gives {V // 2 - 1} keys (ids 1..{V // 2 - 1}), fewer than num_pairs = {n}"
             )
         if V - V // 2 <= n:
             raise ValueError(
-                f"mqar: vocab_size {V} gives {V - V // 2} values, need more than num_pairs = {n} (one spare for patching)"
+                f"{self.task_name}: vocab_size {V} gives {V - V // 2} values, need more than num_pairs = {n} (one spare for patching)"
             )
         if self.seq_len < 4 * n:
             raise ValueError(
-                f"mqar: seq_len must be at least 4*num_pairs = {4 * n} (pairs plus one query slot per key), got {self.seq_len}"
+                f"{self.task_name}: seq_len must be at least 4*num_pairs = {4 * n} (pairs plus one query slot per key), got {self.seq_len}"
             )
-        if not self.power_a > 0:
-            raise ValueError(f"mqar: power_a must be positive, got {self.power_a}")
 
 
 @register_task
@@ -222,6 +233,9 @@ class MQAR(ClassesTask):
     @property
     def vocab_size(self) -> int:
         return self.params.vocab_size
+
+    def max_steps(self) -> int:
+        return self.params.seq_len
 
     @property
     def first_value(self) -> int:

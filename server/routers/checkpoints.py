@@ -3,8 +3,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import FileResponse
 
-from ..errors import Invalid
+from ..errors import Invalid, NotFound
 from ..deps import AuthDep, JobsDep, ModelsDep, SettingsDep, StoreDep
+from ..responses import OpenedFileResponse
 from ..schemas import CheckpointOut, SiteOut, TraceOut, TraceRequest
 from ..services import checkpoints as service
 from ..services import jobs as job_service
@@ -80,8 +81,12 @@ def delete_checkpoint(checkpoint_id: str, store: StoreDep, jobs: JobsDep, models
 )
 def download_checkpoint(checkpoint_id: str, store: StoreDep) -> FileResponse:
     record = service.get_or_404(store, checkpoint_id)
-    return FileResponse(store.checkpoint_path(record), media_type="application/octet-stream",
-                        filename=record["filename"] or f"{record['id']}.safetensors")
+    try:
+        stored = open(store.checkpoint_path(record), "rb")
+    except FileNotFoundError:  # a DELETE won the race between the lookup and here
+        raise NotFound(f"no checkpoint with id {checkpoint_id!r} (it was just deleted)") from None
+    return OpenedFileResponse(stored, media_type="application/octet-stream",
+                              filename=record["filename"] or f"{record['id']}.safetensors")
 
 
 @router.get("/{checkpoint_id}/sites", response_model=list[SiteOut], responses=errors(404),

@@ -3,6 +3,8 @@ import json
 import os
 import pickle
 import struct
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -422,3 +424,146 @@ def test_content_decides_for_unfamiliar_suffixes(saved, tmp_path):
 
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+# -- sizes checked before anything is allocated -----------------------------------------------
+
+def _meta_fields(arch, config):
+    return {"format": json.dumps(FORMAT), "format_version": "1", "arch": json.dumps(arch),
+            "config": json.dumps(config)}
+
+
+@pytest.fixture
+def build_devices(monkeypatch):
+    """The default device each LSTM was constructed on: 'meta' for plans, 'cpu' for real models."""
+    from mnemoscope.models.registry import architecture
+
+    cls = architecture("lstm")
+    original = cls.__init__
+    devices = []
+
+    def spy(self, config):
+        devices.append(torch.empty(()).device.type)
+        original(self, config)
+
+    monkeypatch.setattr(cls, "__init__", spy)
+    return devices
+
+
+def test_tiny_file_asking_for_a_huge_model_is_refused_without_building_it(tmp_path, build_devices):
+    """The finding: 252 bytes, arch lstm, hidden_size 10000, no tensors: the model (1.6 GB)
+    used to be built before the tensors were compared with it."""
+    path = write_raw(tmp_path / "huge.safetensors", {"__metadata__": _meta_fields("lstm", {"hidden_size": 10000})})
+    assert path.stat().st_size < 300
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 0.5
+    assert build_devices == ["meta"]
+
+
+def test_torch_dict_asking_for_a_huge_model_is_refused_without_building_it(tmp_path, build_devices):
+    payload = {"format": FORMAT, "format_version": 1, "arch": "lstm", "config": {"hidden_size": 10000},
+               "task": TASK, "state_dict": {"cells.0.weight_ih": torch.zeros(2, 2)}}
+    torch.save(payload, tmp_path / "huge.pt")
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        load_checkpoint(tmp_path / "huge.pt")
+    assert build_devices == ["meta"]
+
+
+def test_valid_checkpoint_is_planned_on_meta_then_built(saved, build_devices):
+    load_checkpoint(saved[1])
+    assert build_devices == ["meta", "cpu"]
+
+
+def test_model_over_the_byte_cap_is_refused_before_reading_weights(saved, monkeypatch):
+    from mnemoscope.models import checkpoints
+
+    _, path = saved
+    need = sum(t.numel() * t.element_size() for t in lstm().state_dict().values())
+    assert load_checkpoint(path, max_bytes=need).parameters > 0
+    monkeypatch.setattr(checkpoints, "_read_safetensors_tensors", lambda p: pytest.fail("weights were read"))
+    with pytest.raises(CheckpointError, match=f"more than this loader's limit of {need - 1} bytes"):
+        load_checkpoint(path, max_bytes=need - 1)
+
+
+def test_header_dtype_kind_is_checked_before_reading_weights(saved, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from mnemoscope.models import checkpoints
+
+    _, path = saved
+    tensors = load_file(str(path))
+    key = next(iter(tensors))
+    tensors[key] = tensors[key].to(torch.int32)
+    bad = rewrite(path, tmp_path, tensors=tensors)
+    monkeypatch.setattr(checkpoints, "_read_safetensors_tensors", lambda p: pytest.fail("weights were read"))
+    with pytest.raises(CheckpointError, match=f"{key}.*holds integer values, expected float"):
+        load_checkpoint(bad)
+
+
+def test_half_precision_weights_still_load(saved, tmp_path):
+    from safetensors.torch import load_file
+
+    model, path = saved
+    half = rewrite(path, tmp_path, tensors={k: v.half() for k, v in load_file(str(path)).items()})
+    loaded = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+
+
+def test_config_that_builds_endlessly_is_stopped(tmp_path):
+    path = write_raw(tmp_path / "deep.safetensors",
+                     {"__metadata__": _meta_fields("lstm", {"hidden_size": 1, "num_layers": 50_000})})
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="tensor operations"):
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 5
+
+
+def _zip_with_declared_size(path, declared: int):
+    """A torch-style zip whose one data member is stored deflated, its central directory
+    entry claiming `declared` bytes uncompressed (what a zip of zeros does for real)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("archive/data/0", b"\0" * 4096)
+    blob = bytearray(path.read_bytes())
+    entry = blob.rindex(b"PK\x01\x02")  # the last central directory entry: archive/data/0
+    struct.pack_into("<I", blob, entry + 24, declared)  # its uncompressed size
+    path.write_bytes(bytes(blob))
+    return path
+
+
+@pytest.fixture
+def torch_load_forbidden(monkeypatch):
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+
+
+def test_zip_that_inflates_to_a_gigabyte_is_refused_before_torch_load(tmp_path, torch_load_forbidden):
+    """The finding: a 1 MB .pth of 256M zero floats went through torch.load (+1 GB) first."""
+    path = _zip_with_declared_size(tmp_path / "bomb.pth", 256 * 2**20 * 4)
+    assert zipfile.ZipFile(path).getinfo("archive/data/0").file_size == 2**30
+    with pytest.raises(CheckpointError, match="declare 1073741[0-9]* bytes uncompressed"):
+        load_checkpoint(path)
+
+
+def test_really_deflated_archive_is_refused_before_torch_load(tmp_path, torch_load_forbidden):
+    path = tmp_path / "zeros.pth"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("archive/data/0", bytes(16 * 2**20))
+    assert path.stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match="compressed"):
+        load_checkpoint(path)
+
+
+def test_archive_over_the_byte_cap_is_refused_before_torch_load(saved, tmp_path, monkeypatch):
+    model, _ = saved
+    payload = {"format": FORMAT, "format_version": 1, "arch": "lstm", "config": model.config_dict(),
+               "task": TASK, "state_dict": model.state_dict()}
+    path = tmp_path / "m.pt"
+    torch.save(payload, path)
+    declared = sum(i.file_size for i in zipfile.ZipFile(path).infolist())
+    assert load_checkpoint(path, max_bytes=declared).meta.arch == "lstm"  # torch.save archives are stored
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    with pytest.raises(CheckpointError, match=f"limit of {declared - 1} bytes"):
+        load_checkpoint(path, max_bytes=declared - 1)

@@ -1,8 +1,13 @@
 """The site contract on the LSTM control (the other architectures have their own tests)."""
+import fnmatch
+import time
+
 import pytest
 import torch
 
 from mnemoscope.models import Intervention, build_model, hooks, run_with_sites
+from mnemoscope.models.glob import MAX_PATTERN_LENGTH, compile_glob
+from mnemoscope.models.sites import resolve_sites
 
 
 def lstm():
@@ -55,3 +60,57 @@ def test_intervention_outside_the_run_is_an_error_not_a_no_op(kwargs, message):
     assert m._bus is None
     # in range, the same intervention runs
     run_with_sites(m, torch.randn(2, 13, 3), interventions=[Intervention("controller.output", 0.0, steps=[12])])
+
+
+# -- site patterns: our own glob matcher ------------------------------------------------------
+
+GLOB_NAMES = ["", "a", "b", "-", "]", "[", "!", "^", "\\", "ab", "ba", "abc", "a.b", "a-b", "memory.read",
+              "memory.read_weights", "layers.0.memory.read", "layers.12.ssm.state", "controller.output",
+              "x]y", "a[b", "a*b", "a?b", "zz"]
+GLOB_PATTERNS = ["*", "**", "?", "??", "a", "a*", "*b", "*.*", "a?b", "memory.*", "*.memory.*", "layers.?.*",
+                 "layers.*.ssm.*", "*read*", "*r*e*a*d", "[ab]", "[!ab]", "[a-c]*", "[!a-c]", "[]]", "[!]]",
+                 "[]a]", "[a-]", "[-a]", "[!-a]", "[z-a]", "[!z-a]", "[a-c-e]", "[c-a-z]", "[a-cx-b]", "[]-a]",
+                 "x]y", "]", "[[]", "[\\]", "[^a]", "[a&&b]", "a[b]c", "*[0-9]*", "layers.[0-9].*", "\\",
+                 "*[!.]", "?*?", "*?*?*", "a*b*", "*a*b", "[!]-]"]
+
+
+@pytest.mark.parametrize("pattern", GLOB_PATTERNS)
+def test_glob_agrees_with_fnmatchcase(pattern):
+    glob = compile_glob(pattern)
+    for name in GLOB_NAMES:
+        assert glob.matches(name) == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+
+
+@pytest.mark.parametrize("pattern", ["[", "a[", "[!", "[]", "[!]", "memory.[read", "*[" * 3])
+def test_glob_refuses_an_unclosed_bracket(pattern):
+    with pytest.raises(ValueError, match="no closing"):
+        compile_glob(pattern)
+
+
+def test_hostile_site_pattern_is_refused_at_once():
+    specs = lstm().site_specs()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="at most 256"):
+        resolve_sites(specs, ["*[" * 20000])
+    with pytest.raises(ValueError, match="no closing"):
+        resolve_sites(specs, ["*[" * (MAX_PATTERN_LENGTH // 2)])
+    assert time.perf_counter() - start < 0.5
+
+
+def test_worst_case_glob_is_fast():
+    """Many stars against a long near-miss: backtracking only to the last star keeps this
+    at pattern length times name length, not exponential."""
+    pattern = "*a" * (MAX_PATTERN_LENGTH // 2 - 1) + "*b"
+    name = "a" * 5000
+    start = time.perf_counter()
+    assert not compile_glob(pattern).matches(name)
+    assert compile_glob(pattern).matches(name + "b")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_resolve_sites_globs_and_exact_names():
+    specs = lstm().site_specs()
+    assert resolve_sites(specs, "controller.*") == {"controller.output", "controller.cell"}
+    assert resolve_sites(specs, ["controller.[oc]*", "output"]) == {"controller.output", "controller.cell", "output"}
+    with pytest.raises(ValueError, match="no site matches"):
+        resolve_sites(specs, ["memory.?"])

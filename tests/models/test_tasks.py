@@ -2,12 +2,13 @@
 input-ignoring predictors, and clean/corrupted patching pairs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from mnemoscope.models.tasks import TASKS, Batch, make_task
+from mnemoscope.models.tasks import TASKS, Batch, make_task, param_specs
 from mnemoscope.models.tasks.recall import FILLER
 
 NAMES = ["copy", "repeat_copy", "associative_recall", "mqar"]
@@ -444,3 +445,97 @@ def test_numpy_seed_accepted():
     np = pytest.importorskip("numpy")
     task = make_task("mqar")
     assert batches_equal(task.sample(3, np.int64(5)), task.sample(3, 5))
+
+
+# -- parameter table: types, ranges, max_steps -------------------------------------------------
+
+def _bad_values(spec):
+    """Values each parameter must refuse: just outside its range, the wrong type, not finite."""
+    bad = [spec.low - 1 if spec.kind is int else spec.low / 2, spec.high + 1 if spec.kind is int else spec.high * 2,
+           True, "8", None, [1]]
+    if spec.kind is int:
+        bad += [8.0, 2.5]
+    else:
+        bad += [float("nan"), float("inf"), -float("inf")]
+    return bad
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_is_declared_with_a_range(name):
+    cls = type(make_task(name))
+    specs = param_specs(cls.Params)
+    assert list(specs) == [f.name for f in dataclasses.fields(cls.Params)]
+    defaults = make_task(name).params
+    for spec in specs.values():
+        assert spec.kind in (int, float) and spec.low <= getattr(defaults, spec.name) <= spec.high and spec.doc
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_values_name_the_parameter_and_its_range(name):
+    for spec in param_specs(type(make_task(name)).Params).values():
+        for value in _bad_values(spec):
+            with pytest.raises(ValueError) as info:
+                make_task(name, **{spec.name: value})
+            message = str(info.value)
+            assert name in message and spec.name in message and f"[{spec.low:g}, {spec.high:g}]" in message, message
+
+
+@pytest.mark.parametrize("power_a", [700, 1e10, float("inf"), float("nan"), 0.0, -1.0])
+def test_mqar_power_a_out_of_range(power_a):
+    with pytest.raises(ValueError, match=r"power_a must be a finite number in \[0\.001, 16\]"):
+        make_task("mqar", power_a=power_a)
+
+
+@pytest.mark.parametrize("power_a", [1e-3, 16.0])
+def test_mqar_power_a_extremes_sample_at_the_longest_sequence(power_a):
+    p = param_specs(type(make_task("mqar")).Params)
+    longest = p["seq_len"].high
+    task = make_task("mqar", vocab_size=p["vocab_size"].high, seq_len=longest, num_pairs=p["num_pairs"].high,
+                     power_a=power_a)
+    batch = task.sample(1, seed=0)
+    assert batch.inputs.shape == (1, longest) == (1, task.max_steps())
+    assert int(batch.mask.sum()) == p["num_pairs"].high
+
+
+@pytest.mark.parametrize("name, low, high", [("copy", "min_length", "max_length"),
+                                             ("repeat_copy", "min_length", "max_length"),
+                                             ("repeat_copy", "min_repeats", "max_repeats"),
+                                             ("associative_recall", "min_items", "max_items")])
+def test_min_above_max_is_refused(name, low, high):
+    with pytest.raises(ValueError, match=f"{name}: {high} \\(3\\) must be at least {low} \\(4\\)"):
+        make_task(name, **{low: 4, high: 3})
+
+
+def test_integer_like_values_are_stored_as_python_numbers():
+    np = pytest.importorskip("numpy")
+    task = make_task("mqar", num_pairs=np.int64(4), power_a=1)
+    assert type(task.params.num_pairs) is int and type(task.params.power_a) is float
+    assert json.loads(json.dumps(task.spec())) == task.spec()
+
+
+MAX_STEPS_CASES = [
+    ("copy", {"min_length": 7, "max_length": 7}),
+    ("copy", {"min_length": 1, "max_length": 30}),
+    ("copy", {"bits": 1, "min_length": 1 << 16, "max_length": 1 << 16}),  # the longest copy there is
+    ("repeat_copy", {"min_length": 5, "max_length": 5, "min_repeats": 3, "max_repeats": 3}),
+    ("repeat_copy", {"min_length": 1, "max_length": 64, "min_repeats": 1, "max_repeats": 64}),
+    ("repeat_copy", {"min_length": 64, "max_length": 64, "min_repeats": 64, "max_repeats": 64}),
+    ("associative_recall", {"min_items": 6, "max_items": 6, "item_length": 2}),
+    ("associative_recall", {"min_items": 2, "max_items": 12, "item_length": 4}),
+    ("associative_recall", {"bits": 16, "item_length": 1, "min_items": 1024, "max_items": 1024}),  # most items
+    ("mqar", {}),
+    ("mqar", {"vocab_size": 16, "seq_len": 20, "num_pairs": 5}),
+]
+
+
+@pytest.mark.parametrize("name, params", MAX_STEPS_CASES)
+def test_max_steps_bounds_every_batch(name, params):
+    task = make_task(name, **params)
+    longest = task.max_steps()
+    seen = [task.sample(1 if longest > 10_000 else 4, seed=seed).inputs.shape[1] for seed in range(5)]
+    assert max(seen) <= longest
+    fixed = all(params.get(f"min_{k}", 0) == params.get(f"max_{k}", 0) for k in ("length", "repeats", "items"))
+    if fixed:  # one possible length: the bound is exact
+        assert seen == [longest] * 5
+    patched = task.patch_pairs(2, seed=0)
+    assert patched.clean.inputs.shape[1] <= longest
