@@ -7,6 +7,7 @@ import torch
 from mnemoscope.analysis.ablation import AblationSpec, derangement, run_ablations
 from mnemoscope.analysis.sites import element_mask, read_sites
 from mnemoscope.models.sites import Intervention, run_with_sites
+from mnemoscope.models.tasks import make_task
 
 
 def _one_at_a_time(model, batch, spec, values):
@@ -128,3 +129,28 @@ def test_every_arch_every_mode(arch, make_model, task):
     sites = read_sites(m) or list(m.site_specs())[:1]
     res = run_ablations(m, task, batch, [AblationSpec(sites, mode) for mode in ("zero", "mean", "resample")])
     assert len(res) == 3 and all(r.metric_per_step.shape == (7,) for r in res)
+
+
+def test_resample_and_mean_align_positions_by_role():
+    """MQAR: a query's donor value is the donor's query of the same rank, never a filler, and
+    the mean at a query is the mean over queries."""
+    from mnemoscope.analysis.ablation import aligned_donors, aligned_mean, derangement, position_keys
+
+    task = make_task("mqar", vocab_size=16, seq_len=32, num_pairs=3)
+    batch = task.sample(6, 0)
+    keys = position_keys(task, batch)
+    donor = derangement(6, torch.Generator().manual_seed(0))
+    rows, steps = aligned_donors(keys, keys, donor, exclude_self=True)
+    assert (rows != torch.arange(6)[:, None]).all()
+    assert torch.equal(batch.mask[rows, steps], batch.mask)  # queries from queries, the rest from the rest
+    rank = batch.mask.long().cumsum(1)
+    assert torch.equal(rank[rows, steps][batch.mask], rank[batch.mask])
+    values = torch.arange(6 * 32, dtype=torch.float).view(6, 32, 1)
+    mean = aligned_mean(values, keys, keys)
+    first_queries = values[batch.mask & (rank == 1)].mean()
+    assert torch.allclose(mean[batch.mask & (rank == 1)], first_queries.expand(6, 1))
+    # without roles: the timestep's donor and mean, as before
+    plain = make_task("copy", bits=3, min_length=3, max_length=3)
+    b = plain.sample(4, 0)
+    rows, steps = aligned_donors(position_keys(plain, b), position_keys(plain, b), donor[:4] % 4, exclude_self=False)
+    assert torch.equal(steps, torch.arange(7).expand(4, 7))
