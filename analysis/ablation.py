@@ -3,9 +3,10 @@ outputs themselves lose, against the clean run.
 
 Modes:
   zero      the value becomes 0.
-  mean      the value at a position becomes the mean over a reference batch (the batch
-            itself unless `reference` is given) of the values at the positions that play
-            the same part (see "Alignment").
+  mean      the value at a position becomes the mean over a reference batch of the values
+            at the positions that play the same part (see "Alignment"); without
+            `reference`, the mean over the other sequences of the batch (leaving a row's own
+            value out, so that a small batch's mean does not hand a row back 1/B of itself).
   resample  the value comes from a different input's clean run: row i gets row d(i)'s
             value, d a seeded derangement of the batch (no row keeps its own), or rows of
             `reference` when given. It removes the information a site carries about this
@@ -191,7 +192,8 @@ def _sources(model: SiteModel, task: Task, batch: Batch, clean_vals: dict[str, T
     ref_keys = keys if reference is None else position_keys(task, reference)
     rows, steps = aligned_donors(keys, ref_keys, donor, exclude_self=reference is None)
     return {
-        "mean": {n: aligned_mean(ref_vals[n], keys, ref_keys) for n in needs["mean"]},
+        "mean": {n: aligned_mean(ref_vals[n], keys, ref_keys, leave_out_own=reference is None)
+                 for n in needs["mean"]},
         "resample": {n: ref_vals[n][rows, steps] for n in needs["resample"]},
     }
 
@@ -242,9 +244,11 @@ def aligned_donors(keys: Tensor, ref_keys: Tensor, donor: Tensor, exclude_self: 
     return rows, steps
 
 
-def aligned_mean(values: Tensor, keys: Tensor, ref_keys: Tensor) -> Tensor:
+def aligned_mean(values: Tensor, keys: Tensor, ref_keys: Tensor, leave_out_own: bool = False) -> Tensor:
     """`[B, T, *shape]`: at each position, the mean of the reference values `[R, Tr, *shape]`
-    at the positions with the same key (the timestep's mean where no position has it)."""
+    at the positions with the same key (the timestep's mean where no position has it).
+    leave_out_own: the reference is the batch itself; each position's own value is left
+    out of its mean (kept only where it is the only one with its key)."""
     B, T = keys.shape
     R, Tr = ref_keys.shape
     kb, kr, U = _compact(keys, ref_keys)
@@ -254,6 +258,10 @@ def aligned_mean(values: Tensor, keys: Tensor, ref_keys: Tensor) -> Tensor:
     shape = (U,) + (1,) * (values.dim() - 2)
     means = (sums / counts.clamp(min=1).view(shape)).to(values.dtype)
     out = means[kb]  # [B, T, *shape]
+    if leave_out_own:
+        others = (counts[kb] - 1).view(B, T, *([1] * (values.dim() - 2)))
+        loo = ((sums[kb] - values.double()) / others.clamp(min=1)).to(values.dtype)
+        out = torch.where(others > 0, loo, out)
     missing = counts[kb] == 0
     if bool(missing.any()):
         by_step = values.mean(0)[torch.arange(T).clamp(max=Tr - 1)]  # [T, *shape]
