@@ -3,13 +3,22 @@ outputs themselves lose, against the clean run.
 
 Modes:
   zero      the value becomes 0.
-  mean      the value at step t becomes the mean over a reference batch of the value at
-            step t (the batch itself unless `reference` is given).
+  mean      the value at a position becomes the mean over a reference batch of the values
+            at the positions that play the same part (see "Alignment"); without
+            `reference`, the mean over the other sequences of the batch (leaving a row's own
+            value out, so that a small batch's mean does not hand a row back 1/B of itself).
   resample  the value comes from a different input's clean run: row i gets row d(i)'s
             value, d a seeded derangement of the batch (no row keeps its own), or rows of
             `reference` when given. It removes the information a site carries about this
             input while keeping its values in their usual range (Chan et al. 2022,
             causal scrubbing; "resample ablation").
+
+Alignment. A task may label its positions by role (`task.position_roles(batch)` `[B, T]`:
+MQAR's k-th query, copy's output row k in sequences of different lengths); values are then
+swapped and averaged only between positions of the same role: row i's k-th query gets
+its donor's k-th query, never a filler. When the donor has no position of that role (a
+shorter sequence), the next row in the donor cycle that has one stands in; without roles
+(or failing all rows) positions align by timestep.
 
 A spec can be limited to timesteps (`steps`) and to elements of the site
 (`elements={"slot": [3, 4]}`, `{"head": [0]}`). Many specs run as blocks of rows of one
@@ -136,7 +145,7 @@ def run_ablations(model: SiteModel, task: Task, batch: Batch, specs: Sequence[Ab
     with evaluating(model):
         own = set(needs["resample"]) | (set(needs["mean"]) if reference is None else set())
         clean_logits, clean_vals = forward(model, batch.inputs, sorted(own))
-        sources = _sources(model, batch, clean_vals, needs, reference, seed)
+        sources = _sources(model, task, batch, clean_vals, needs, reference, seed)
         report(progress, 0.1)
 
         per_chunk = rows_per_chunk(all_specs, T, B, memory_budget_mb)
@@ -160,9 +169,9 @@ def run_ablations(model: SiteModel, task: Task, batch: Batch, specs: Sequence[Ab
     return results
 
 
-def _sources(model: SiteModel, batch: Batch, clean_vals: dict[str, Tensor], needs: dict[str, list[str]],
+def _sources(model: SiteModel, task: Task, batch: Batch, clean_vals: dict[str, Tensor], needs: dict[str, list[str]],
              reference: Batch | None, seed: int) -> dict[str, dict[str, Tensor]]:
-    """Replacement values: per-step means `[T, *shape]` and donor values `[B, T, *shape]`."""
+    """Replacement values `[B, T, *shape]`: role-aligned means and donor values."""
     B, T = batch.mask.shape
     ref_vals = clean_vals
     if reference is not None and (needs["mean"] or needs["resample"]):
@@ -179,10 +188,85 @@ def _sources(model: SiteModel, batch: Batch, clean_vals: dict[str, Tensor], need
     else:
         R = reference.mask.shape[0]
         donor = torch.randperm(R, generator=g).repeat(B // R + 1)[:B]
+    keys = position_keys(task, batch)
+    ref_keys = keys if reference is None else position_keys(task, reference)
+    rows, steps = aligned_donors(keys, ref_keys, donor, exclude_self=reference is None)
     return {
-        "mean": {n: ref_vals[n].mean(0) for n in needs["mean"]},
-        "resample": {n: ref_vals[n][donor] for n in needs["resample"]},
+        "mean": {n: aligned_mean(ref_vals[n], keys, ref_keys, leave_out_own=reference is None)
+                 for n in needs["mean"]},
+        "resample": {n: ref_vals[n][rows, steps] for n in needs["resample"]},
     }
+
+
+def position_keys(task: Task, batch: Batch) -> Tensor:
+    """`[B, T]` role ids of the positions (`task.position_roles`), or the timestep itself."""
+    roles = getattr(task, "position_roles", None)
+    if roles is None:
+        B, T = batch.mask.shape
+        return torch.arange(T).expand(B, T)
+    return roles(batch).long()
+
+
+def _compact(keys: Tensor, ref_keys: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Both key tensors renumbered 0..U-1 consistently."""
+    uniq, inv = torch.unique(torch.cat([keys.reshape(-1), ref_keys.reshape(-1)]), return_inverse=True)
+    n = keys.numel()
+    return inv[:n].view(keys.shape), inv[n:].view(ref_keys.shape), len(uniq)
+
+
+def aligned_donors(keys: Tensor, ref_keys: Tensor, donor: Tensor, exclude_self: bool) -> tuple[Tensor, Tensor]:
+    """For every position (i, t): the reference row and step whose value stands in for it.
+    The row is donor[i] when it has a position with the same key, else the next row in
+    the cycle donor[i]+1, donor[i]+2, ... that has one (never i itself with
+    `exclude_self`); the step is that row's position with the key. Positions no row can
+    match take donor[i]'s value at the same timestep."""
+    B, T = keys.shape
+    R, Tr = ref_keys.shape
+    kb, kr, U = _compact(keys, ref_keys)
+    where = torch.full((R, U), -1, dtype=torch.long)
+    where.scatter_(1, kr, torch.arange(Tr).expand(R, Tr))  # keys are unique within a row
+    rows = torch.full((B, T), -1, dtype=torch.long)
+    steps = torch.full((B, T), -1, dtype=torch.long)
+    own = torch.arange(B)
+    for c in range(R):
+        cand = (donor + c) % R  # [B]
+        pos = where[cand[:, None], kb]  # [B, T]
+        take = (rows < 0) & (pos >= 0)
+        if exclude_self:
+            take &= (cand != own)[:, None]
+        rows = torch.where(take, cand[:, None], rows)
+        steps = torch.where(take, pos, steps)
+        if bool((rows >= 0).all()):
+            break
+    unmatched = rows < 0
+    rows = torch.where(unmatched, donor[:, None].expand(B, T), rows)
+    steps = torch.where(unmatched, torch.arange(T).clamp(max=Tr - 1).expand(B, T), steps)
+    return rows, steps
+
+
+def aligned_mean(values: Tensor, keys: Tensor, ref_keys: Tensor, leave_out_own: bool = False) -> Tensor:
+    """`[B, T, *shape]`: at each position, the mean of the reference values `[R, Tr, *shape]`
+    at the positions with the same key (the timestep's mean where no position has it).
+    leave_out_own: the reference is the batch itself; each position's own value is left
+    out of its mean (kept only where it is the only one with its key)."""
+    B, T = keys.shape
+    R, Tr = ref_keys.shape
+    kb, kr, U = _compact(keys, ref_keys)
+    flat = values.reshape(R * Tr, *values.shape[2:]).double()
+    sums = torch.zeros(U, *values.shape[2:], dtype=torch.double).index_add_(0, kr.reshape(-1), flat)
+    counts = torch.bincount(kr.reshape(-1), minlength=U)
+    shape = (U,) + (1,) * (values.dim() - 2)
+    means = (sums / counts.clamp(min=1).view(shape)).to(values.dtype)
+    out = means[kb]  # [B, T, *shape]
+    if leave_out_own:
+        others = (counts[kb] - 1).view(B, T, *([1] * (values.dim() - 2)))
+        loo = ((sums[kb] - values.double()) / others.clamp(min=1)).to(values.dtype)
+        out = torch.where(others > 0, loo, out)
+    missing = counts[kb] == 0
+    if bool(missing.any()):
+        by_step = values.mean(0)[torch.arange(T).clamp(max=Tr - 1)]  # [T, *shape]
+        out = torch.where(missing.view(B, T, *([1] * (values.dim() - 2))), by_step.unsqueeze(0), out)
+    return out
 
 
 def derangement(n: int, g: torch.Generator) -> Tensor:
@@ -216,9 +300,7 @@ def _replacer(entries: list):
             block = out[r0:r1]
             if mode == "zero":
                 new = torch.zeros_like(block)
-            elif mode == "mean":
-                new = fit(src[t].unsqueeze(0), block).to(block).expand_as(block)
-            else:
+            else:  # mean and resample: one replacement per row, aligned by role
                 new = fit(src[:, t], block).to(block)
             if mask is not None:
                 new = torch.where(mask.to(block.device), new, block)

@@ -12,6 +12,15 @@ The per-step memory signal is the root-sum-square over the read sites, the bypas
 the same over the bypass sites, and `ratio_per_step` = memory / bypass. A ratio that
 stays far below 1 through training is the signature of a model that learns to route
 around its memory: the bypass gets the gradient, the memory path starves.
+
+Those norms are a diagnostic only: they are not invariant to rescaling a path. Scaling a
+DNC's write vector by k and the weights that read the reads by 1/k leaves every output
+as it was but divides the reads' gradient by k. The evidence that fits the question is
+gradient x activation per component (`attribution`): for each site of a component
+(`SiteSpec.role`: memory, bypass, state), at each step, sum_b |sum_elements
+dL/da * (a - mean_b a)|, the first-order change of the loss if the value were replaced
+by its batch mean (the mean ablation the verdict uses). Rescaling a path by k scales a
+by k and dL/da by 1/k, so the product does not move.
 """
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ from ..models.sites import SiteModel, hooks
 from ..models.tasks.base import Batch, Task
 from .results import Result
 from .runs import Progress, report, sub_progress
-from .sites import bypass_sites, check_compatible, evaluating, model_device, read_sites, specs
+from .sites import bypass_sites, check_compatible, components, evaluating, model_device, read_sites, specs
 
 
 @dataclass
@@ -57,8 +66,11 @@ class GradientResult(Result):
     ratio_per_step: Tensor  # [T] memory / bypass (NaN where undefined)
     memory_total: float | None
     bypass_total: float | None
-    ratio: float | None  # memory_total / bypass_total
+    ratio: float | None  # memory_total / bypass_total (a diagnostic: not invariant to rescaling a path)
     ungrouped: list[str] = field(default_factory=list)  # parameters no group claims
+    attribution: dict[str, float] = field(default_factory=dict)  # component -> gradient x activation, summed over steps
+    attribution_per_step: dict[str, Tensor] = field(default_factory=dict)  # component -> [T]
+    attribution_share: float | None = None  # memory / (memory + bypass), None without a bypass
 
     def group(self, name: str) -> GroupGradient:
         for g in self.groups:
@@ -77,7 +89,8 @@ def gradient_flow(model: SiteModel, task: Task, batch: Batch, *, progress: Progr
     report(progress, 0.0)
     T = batch.mask.shape[1]
     reads, bypass = read_sites(model), bypass_sites(model)
-    names = reads + bypass
+    comp = components(model)
+    names = reads + bypass + [n for n in comp["state"] if n not in reads + bypass]
     all_specs = specs(model)
     params = dict(model.named_parameters())
     groups = model.component_groups()
@@ -115,8 +128,20 @@ def gradient_flow(model: SiteModel, task: Task, batch: Batch, *, progress: Progr
         group_results.append(GroupGradient(gname, list(prefixes), count, sq ** 0.5,
                                            (sq / count) ** 0.5 if count else 0.0, pnorm))
 
+    attribution_t: dict[str, Tensor] = {}
+    for role, role_sites in comp.items():
+        per_role = [_attribution(parts.get(n, []), sgrads.get(n, []), len(all_specs[n].shape), T)
+                    for n in role_sites if n in parts]
+        if per_role:
+            attribution_t[role] = torch.stack(per_role).sum(0)
+    attribution = {role: float(v.sum()) for role, v in attribution_t.items()}
+    share = None
+    if "memory" in attribution and "bypass" in attribution:
+        total = attribution["memory"] + attribution["bypass"]
+        share = attribution["memory"] / total if total > 0 else None
+
     site_results = []
-    for n in names:
+    for n in [n for n in names if n in reads + bypass]:
         per_step = torch.zeros(T)
         for i, (part, g) in enumerate(zip(parts.get(n, []), sgrads.get(n, []))):
             if g is None:
@@ -143,7 +168,26 @@ def gradient_flow(model: SiteModel, task: Task, batch: Batch, *, progress: Progr
     return GradientResult(loss=float(loss.detach()), groups=group_results, sites=site_results,
                           memory_per_step=mem, bypass_per_step=byp, ratio_per_step=ratio_t,
                           memory_total=mem_total, bypass_total=byp_total, ratio=ratio,
-                          ungrouped=sorted(set(params) - claimed))
+                          ungrouped=sorted(set(params) - claimed), attribution=attribution,
+                          attribution_per_step=attribution_t, attribution_share=share)
+
+
+def _attribution(parts: list[Tensor], grads: list[Tensor | None], rank: int, T: int) -> Tensor:
+    """`[T]` sum over rows of |sum over elements of dL/da * (a - batch mean of a)|."""
+    out = torch.zeros(T)
+    if len(parts) == 1 and parts[0].dim() == rank + 2:  # a sequence site: one [B, T, *shape] part
+        a, g = parts[0].detach().float().cpu(), grads[0]
+        if g is None:
+            return out
+        contrib = (g.detach().float().cpu() * (a - a.mean(0, keepdim=True))).reshape(a.shape[0], a.shape[1], -1)
+        return contrib.sum(-1).abs().sum(0)
+    for t, (a, g) in enumerate(zip(parts, grads)):  # a step-wise site: one [B, *shape] part per step
+        if g is None:
+            continue
+        a = a.detach().float().cpu()
+        contrib = (g.detach().float().cpu() * (a - a.mean(0, keepdim=True))).reshape(a.shape[0], -1)
+        out[t] = contrib.sum(-1).abs().sum()
+    return out
 
 
 @dataclass

@@ -2,7 +2,8 @@
 text rendering. This is what `mnemoscope analyze` prints and what the server serves.
 
 One batch of `samples` sequences (`task.sample(samples, seed)`) feeds the trace, the
-ablations, the reliance verdict, entropy, gradient flow and utilization; activation
+reliance design (whose removals, first donor assignment, are the report's ablations),
+entropy, gradient flow and utilization; activation
 patching uses `min(samples, PATCH_PAIRS)` clean/corrupted pairs
 (`task.patch_pairs(n, seed + 1)`) and sweeps the read and bypass sites over every
 timestep.
@@ -87,17 +88,9 @@ def _patching_dict(p: PatchingResult | None, note: str) -> dict:
 
 
 def default_ablations(model: SiteModel) -> list[AblationSpec]:
-    """Each read site alone (when there are several), every read together in each mode,
-    and the bypass, resampled and zeroed."""
-    reads, bypass = read_sites(model), bypass_sites(model)
-    out: list[AblationSpec] = []
-    if len(reads) > 1:
-        out += [AblationSpec([r], "resample") for r in reads]
-    if reads:
-        out += [AblationSpec(reads, mode, label=f"{mode} every memory read") for mode in ("resample", "mean", "zero")]
-    if bypass:
-        out += [AblationSpec(bypass, mode, label=f"{mode} the bypass") for mode in ("resample", "zero")]
-    return out
+    """Each memory site alone, when there are several (the design removes them together)."""
+    reads = read_sites(model)
+    return [AblationSpec([r], "resample") for r in reads] if len(reads) > 1 else []
 
 
 def analyze(model: SiteModel, task: Task, *, samples: int = 32, seed: int = 0,
@@ -125,8 +118,8 @@ def analyze(model: SiteModel, task: Task, *, samples: int = 32, seed: int = 0,
     report(progress, 0.0)
     trace = timed("trace", lambda: run_trace(model, task, batch, progress=stage("trace")))
     rel = timed("reliance", lambda: reliance(model, task, batch, seed=seed, progress=stage("reliance")))
-    abl = timed("ablation", lambda: run_ablations(model, task, batch, default_ablations(model), seed=seed,
-                                                  progress=stage("ablation")))
+    abl = rel.ablations + timed("ablation", lambda: run_ablations(model, task, batch, default_ablations(model),
+                                                                  seed=seed, progress=stage("ablation")))
     patch_sites = read_sites(model) + bypass_sites(model)
     patching, note = None, ""
     if patch_sites:
@@ -175,8 +168,10 @@ def render_text(r: Report) -> str:
     lines = [
         f"mnemoscope analysis: {r.model['arch']} on {r.task['name']} ({r.samples} sequences, seed {r.seed})",
         f"metric: {m['name']} {_f(m['clean'], 4)} (chance {_f(m['chance'], 4)}, {better} is better)",
-        f"memory reliance: {rel.verdict.upper()}  score {rel.score:.2f} (95% CI {rel.ci95[0]:.2f}-{rel.ci95[1]:.2f})",
+        f"memory reliance: {rel.verdict.upper()}  necessity {rel.score:.2f} (95% CI {rel.ci95[0]:.2f}-"
+        f"{rel.ci95[1]:.2f}), stability {100 * rel.stability:.0f}%",
     ]
+    lines += [f"  ! {w['code']}: {w['message']}" for w in rel.warnings]
     lines += [f"  - {e}" for e in rel.evidence]
     if r.ablation:
         lines.append("ablations (vs clean):")
@@ -199,10 +194,15 @@ def render_text(r: Report) -> str:
             n = f"of {s.support}" if s.support else "of the visible keys"
             lines.append(f"  {s.name}: {s.label}, mean {_f(s.mean, 2)} (~{_f(s.effective_support)} effective {n})")
     g = r.gradients
-    lines.append("gradient flow (L2 norm of d loss / d parameters):")
+    if g.attribution:
+        lines.append("gradient x activation (first-order loss change if the component were mean-ablated; "
+                     "invariant to rescaling a path):")
+        lines.append("  " + ", ".join(f"{c} {_f(v)}" for c, v in g.attribution.items())
+                     + (f"; memory's share {_f(g.attribution_share, 2)}" if g.attribution_share is not None else ""))
+    lines.append("gradient flow (L2 norm of d loss / d parameters; diagnostic, changes when a path is rescaled):")
     lines.append("  " + ", ".join(f"{x.name} {_f(x.grad_norm)}" for x in g.groups))
     if g.ratio is not None:
-        lines.append(f"  memory reads / bypass gradient ratio: {_f(g.ratio)}")
+        lines.append(f"  memory reads / bypass gradient-norm ratio (diagnostic): {_f(g.ratio)}")
     u = r.utilization
     if u.slots or u.states or u.interference:
         lines.append("utilization:")
@@ -211,7 +211,9 @@ def render_text(r: Report) -> str:
                      f"{len(s.untouched)} never touched")
     for s in u.states:
         rank = f", effective rank {_f(s.mean_effective_rank)} of {s.max_rank}" if s.max_rank else ""
-        lines.append(f"  {s.name}: mean norm {_f(s.mean_norm)}{rank}")
+        distinct = (f", at most {_f(s.distinct)} distinct {s.distinct_axis}s of {s.distinct_of}"
+                    + (" (collapsed)" if s.collapsed else "")) if s.distinct_axis else ""
+        lines.append(f"  {s.name}: mean norm {_f(s.mean_norm)}{rank}{distinct}")
     for s in u.interference:
         lines.append(f"  {s.name}: successive writes mean |cos| {_f(s.mean, 2)}")
     return "\n".join(lines)

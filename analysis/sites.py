@@ -25,14 +25,31 @@ def sites_of_kind(model: SiteModel, *kinds: str, on_request: bool = False) -> li
     return [n for n, s in specs(model).items() if s.kind in kinds and (on_request or not s.on_request)]
 
 
+def sites_of_role(model: SiteModel, role: str) -> list[str]:
+    """Names of the sites a model declares for one component (`SiteSpec.role`: memory,
+    bypass, state, series), in declaration order. Removing a component means ablating
+    exactly these sites; each value is counted once (inner sites have no role)."""
+    return [n for n, s in specs(model).items() if s.role == role]
+
+
+def components(model: SiteModel) -> dict[str, list[str]]:
+    """{"memory": [...], "bypass": [...], "state": [...]}: the sites of each component the
+    reliance design removes; a component the model does not have is an empty list."""
+    return {role: sites_of_role(model, role) for role in ("memory", "bypass", "state")}
+
+
 def read_sites(model: SiteModel) -> list[str]:
-    """What memory returns to the network: the sites a reliance ablation removes."""
-    return sites_of_kind(model, "read")
+    """What memory returns to the network, each value once (role "memory"): the sites a
+    reliance ablation removes. A layer's inner read that its block output already
+    carries is left out; `sites_of_kind(model, "read")` lists every read site."""
+    return sites_of_role(model, "memory")
 
 
 def bypass_sites(model: SiteModel) -> list[str]:
-    """The paths around memory (controller output, residual stream, D skip)."""
-    return sites_of_kind(model, "bypass")
+    """The paths parallel to memory (role "bypass": a controller's direct path to the
+    output, local attention, the SSM's D skip). Paths in series after memory (an MLP
+    reading the residual stream) and the residual stream itself are not bypass."""
+    return sites_of_role(model, "bypass")
 
 
 def memory_sites(model: SiteModel) -> list[str]:

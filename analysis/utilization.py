@@ -14,7 +14,13 @@ and SSM states, cell states):
   - the Frobenius norm per step (mean over the batch);
   - for states with two or more axes, the effective rank of the matrix formed by the
     last two axes (Roy & Vetterli 2007: exp of the entropy of the normalised singular
-    values), averaged over the batch and any leading axes (heads, layers' channels).
+    values), averaged over the batch and any leading axes (heads, layers' channels);
+  - distinct slots (a slot memory, axes slot x feature) or distinct heads (a state with
+    a head axis): sum_i 1 / #{j : |x_i - x_j| <= COLLAPSE_TOL * mean |x|}, the number of
+    rows once equal ones are merged (N for all different, 1 when every slot holds the
+    same row), mean over the batch, its largest value over the steps reported. Weight
+    mass alone cannot see a collapsed memory: uniform addressing over 16 identical slots
+    spreads over "16 effective slots" that hold one vector between them.
 Writes (kind write: erase/add vectors, written keys and values):
   - interference: mean |cos| between what is written at t and at t-1 (per head, along
     the last axis). Near 1: successive writes pile onto the same direction and
@@ -32,6 +38,9 @@ from ..models.tasks.base import Batch, Task
 from .results import Result
 from .runs import Progress, forward, report
 from .sites import check_compatible, evaluating, sites_of_kind, slot_weight_sites, specs
+
+COLLAPSE_TOL = 1e-3  # rows closer than this, relative to the mean row norm, are the same row
+COLLAPSED = 1.5  # at most this many distinct slots (or heads) at every step: the memory has collapsed
 
 
 @dataclass
@@ -56,6 +65,11 @@ class StateUsage(Result):
     max_rank: int | None  # min of the last two axes
     mean_norm: float
     mean_effective_rank: float | None
+    distinct_axis: str | None = None  # "slot" or "head": the axis whose rows are compared
+    distinct_of: int | None = None  # its size
+    distinct_per_step: Tensor | None = None  # [T] effective distinct rows, mean over the batch
+    distinct: float | None = None  # the largest over the steps
+    collapsed: bool = False  # distinct <= COLLAPSED with 2 or more rows
 
 
 @dataclass
@@ -100,6 +114,25 @@ def effective_rank(m: Tensor) -> Tensor:
     return torch.where(total > 1e-12, r, torch.tensor(float("nan"), dtype=r.dtype)).float()
 
 
+def distinct_rows(x: Tensor) -> Tensor:
+    """`[..., n, d]` -> `[...]`: the effective number of distinct rows (see the module doc)."""
+    x = x.double()
+    d = torch.cdist(x, x)
+    scale = x.norm(dim=-1).mean(-1).clamp(min=1e-12)[..., None, None]
+    same = (d <= COLLAPSE_TOL * scale).double().sum(-1)  # [..., n], at least 1 (the row itself)
+    return (1.0 / same).sum(-1).float()
+
+
+def distinct_axis(spec) -> str | None:
+    """Which rows of a state can collapse onto each other: a slot memory's slots, or the
+    heads of a multi-head state; None for other states."""
+    if tuple(spec.axes[-2:]) == ("slot", "feature"):
+        return "slot"
+    if spec.axes and spec.axes[0] == "head" and (spec.shape[0] or 0) > 1:
+        return "head"
+    return None
+
+
 def state_usage(name: str, spec, v: Tensor) -> StateUsage:
     """v `[B, T, *shape]`."""
     B, T = v.shape[:2]
@@ -111,8 +144,33 @@ def state_usage(name: str, spec, v: Tensor) -> StateUsage:
         erank = torch.nanmean(effective_rank(v.reshape(B, T, -1, r, c)).reshape(B, T, -1).transpose(1, 2)
                               .reshape(-1, T), dim=0)
         max_rank = int(min(r, c))
-    return StateUsage(name, list(spec.shape), norm, erank, max_rank, float(norm.mean()),
-                      float(torch.nanmean(erank)) if erank is not None else None)
+    usage = StateUsage(name, list(spec.shape), norm, erank, max_rank, float(norm.mean()),
+                       float(torch.nanmean(erank)) if erank is not None else None)
+    axis = distinct_axis(spec)
+    if axis is not None:
+        n = int(v.shape[2 + spec.axes.index(axis)])
+        rows = v.movedim(2 + spec.axes.index(axis), 2).reshape(B, T, n, -1)
+        per_step = distinct_rows(rows).mean(0)  # [T]
+        usage.distinct_axis, usage.distinct_of, usage.distinct_per_step = axis, n, per_step
+        usage.distinct = float(per_step.max())
+        usage.collapsed = n >= 2 and usage.distinct <= COLLAPSED
+    return usage
+
+
+def memory_state_sites(model: SiteModel) -> list[str]:
+    """The memory's state sites (on-request ones included), not a controller's own state."""
+    return [n for n in sites_of_kind(model, "state", on_request=True) if specs(model)[n].memory]
+
+
+def collapse_check(model: SiteModel, batch: Batch) -> list[StateUsage]:
+    """Distinct slots or heads of every memory state that can collapse, from one run."""
+    all_specs = specs(model)
+    names = [n for n in memory_state_sites(model) if distinct_axis(all_specs[n]) is not None]
+    if not names:
+        return []
+    with evaluating(model):
+        _, vals = forward(model, batch.inputs, names)
+    return [state_usage(n, all_specs[n], vals[n]) for n in names]
 
 
 def write_interference(name: str, v: Tensor) -> WriteInterference:
@@ -135,7 +193,7 @@ def utilization(model: SiteModel, task: Task, batch: Batch, *, progress: Progres
     check_compatible(model, task)
     all_specs = specs(model)
     slot_sites = slot_weight_sites(model)
-    state_sites = sites_of_kind(model, "state", on_request=True)
+    state_sites = memory_state_sites(model)
     write_sites = sites_of_kind(model, "write")
     report(progress, 0.0)
     with evaluating(model):

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sites import SiteModel, SiteSpec, output_spec
+from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
 EPS = 1e-6  # keeps cosine similarity finite on all-zero words, and sharpening off 0 ** s
 
@@ -252,7 +252,7 @@ class DNC(SiteModel):
         c = self.config
         R, N, W, H = c.read_heads, c.memory_slots, c.memory_width, c.controller_size
         specs = [
-            SiteSpec("memory.read", "read", (R, W), ("head", "feature"),
+            SiteSpec("memory.read", "read", (R, W), ("head", "feature"), role="memory",
                      doc="read vectors r_t; feed the output at t and the controller at t+1"),
             SiteSpec("memory.read_weights", "read_weights", (R, N), ("head", "slot"), distribution=True,
                      doc="read weightings w^r_t (sum <= 1 without sharpness: forward/backward mass can be < 1)"),
@@ -269,8 +269,9 @@ class DNC(SiteModel):
                      doc="temporal link matrix L_t[i, j]: slot i written right after slot j"),
             SiteSpec("memory.matrix", "state", (N, W), ("slot", "feature"), on_request=True,
                      doc="memory M_t after the write"),
-            SiteSpec("controller.output", "bypass", (H,), ("feature",),
+            SiteSpec("controller.output", "bypass", (H,), ("feature",), role="bypass",
                      doc="h_t into the output layer (the recurrence keeps the untouched h_t)"),
+            controller_state_spec(1, H),
             output_spec(c.output_size),
         ]
         return {s.name: s for s in specs}
@@ -295,6 +296,7 @@ class DNC(SiteModel):
 
         outs = []
         for t in range(T):
+            h, cell = state_site(self, t, h, cell, layer_first=False)
             h, cell = self.controller(torch.cat([x[:, t], reads.flatten(1)], dim=-1), (h, cell))  # [B, H]
             i = self.split(self.interface(h))
 

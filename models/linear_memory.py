@@ -266,6 +266,7 @@ class LinearMemory(nn.Module):
             specs.append(SiteSpec("memory.decay", "gate", (H, K) if vector else (H,), ("head", "key") if vector else ("head",),
                                   doc=f"{self.rule} decay alpha_t multiplying the state (1 = keep)"))
         specs += [
+            # role None: the block's output site (layers.{i}.memory.out) stands for memory's contribution
             SiteSpec("memory.read", "read", (H, V), ("head", "value"), doc="o_t = S_t^T q_t, before output norm and projection"),
             SiteSpec("memory.state", "state", (H, K, V), ("head", "key", "value"), on_request=True,
                      doc="memory matrix S_t per head; asking for it runs the step-by-step recurrence"),

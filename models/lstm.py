@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .sites import SiteModel, SiteSpec, output_spec
+from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
 
 @dataclass
@@ -30,8 +30,10 @@ class LSTM(SiteModel):
     def site_specs(self) -> dict[str, SiteSpec]:
         H = self.config.hidden_size
         specs = [
-            SiteSpec("controller.output", "bypass", (H,), ("feature",), doc="top LSTM hidden state into the output layer"),
+            SiteSpec("controller.output", "bypass", (H,), ("feature",), role="bypass",
+                     doc="top LSTM hidden state into the output layer"),
             SiteSpec("controller.cell", "state", (H,), ("feature",), doc="top LSTM cell state"),
+            controller_state_spec(self.config.num_layers, H),
             output_spec(self.config.output_size),
         ]
         return {s.name: s for s in specs}
@@ -44,6 +46,10 @@ class LSTM(SiteModel):
         state = [(x.new_zeros(B, self.config.hidden_size),) * 2 for _ in self.cells]
         outs = []
         for t in range(T):
+            if self.wants("controller.state"):
+                hs, cs = state_site(self, t, torch.stack([s[0] for s in state]), torch.stack([s[1] for s in state]),
+                                    layer_first=True)
+                state = list(zip(hs, cs))
             h = x[:, t]  # [B, input]
             for i, cell in enumerate(self.cells):
                 h, c = cell(h, state[i])

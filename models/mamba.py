@@ -146,8 +146,11 @@ class SelectiveSSM(nn.Module):
             SiteSpec("ssm.attention", "attention", (Di, None), ("channel", "key"), on_request=True,
                      doc="implicit attention alpha[i, j] per channel (Ali et al. 2024): y_i = sum_j alpha[i, j] x_j; "
                          "signed, not a distribution; intervening recomputes y from it"),
-            SiteSpec("ssm.read", "read", (Di,), ("channel",), doc="y_t = C_t . h_t, before the D skip and the gate"),
-            SiteSpec("ssm.skip", "bypass", (Di,), ("channel",), doc="D * x_t: the path around the state"),
+            SiteSpec("ssm.read", "read", (Di,), ("channel",), role="memory",
+                     doc="y_t = C_t . h_t, before the D skip and the gate"),
+            # the D skip carries the short conv's window (d_conv tokens) past the state: a local
+            # token-shift path parallel to memory
+            SiteSpec("ssm.skip", "bypass", (Di,), ("channel",), role="bypass", doc="D * x_t: the path around the state"),
             SiteSpec("ssm.gate", "gate", (Di,), ("channel",), doc="silu(z_t), multiplies read + skip"),
         ]
 
@@ -234,6 +237,7 @@ class MambaBlock(nn.Module):
         # memory's own contribution, ssm.skip and residual the paths around it.
         D = self.mixer.d_model
         return [
+            # role None: the stream carries earlier layers' reads too, so it is neither memory nor bypass
             SiteSpec("residual", "bypass", (D,), ("feature",),
                      doc="residual stream entering the layer, added past the mixer "
                          "(an intervention here leaves the mixer's own input as it was)"),

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sites import SiteModel, SiteSpec, output_spec
+from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
 MEMORY_INITS = ("constant", "learned", "random")
 HEAD_ACTIVATIONS = ("standard", "pytorch-ntm-2017")
@@ -188,13 +188,16 @@ class NTM(SiteModel):
         c = self.config
         N, M, R, W, H = c.memory_slots, c.memory_width, c.read_heads, c.write_heads, c.controller_size
         specs = [
-            SiteSpec("memory.read", "read", (R, M), ("head", "feature"), doc="read vectors r_t (into the output and the next controller input)"),
+            SiteSpec("memory.read", "read", (R, M), ("head", "feature"), role="memory",
+                     doc="read vectors r_t (into the output and the next controller input)"),
             SiteSpec("memory.read_weights", "read_weights", (R, N), ("head", "slot"), distribution=True, doc="read weightings over memory slots"),
             SiteSpec("memory.write_weights", "write_weights", (W, N), ("head", "slot"), distribution=True, doc="write weightings over memory slots"),
             SiteSpec("memory.erase", "write", (W, M), ("head", "feature"), doc="erase vectors"),
             SiteSpec("memory.add", "write", (W, M), ("head", "feature"), doc="add vectors"),
             SiteSpec("memory.matrix", "state", (N, M), ("slot", "feature"), on_request=True, doc="memory after this step's write"),
-            SiteSpec("controller.output", "bypass", (H,), ("feature",), doc="controller h_t on its way into the output layer (not its recurrence)"),
+            SiteSpec("controller.output", "bypass", (H,), ("feature",), role="bypass",
+                     doc="controller h_t on its way into the output layer (not its recurrence)"),
+            controller_state_spec(c.controller_layers, H),
             output_spec(c.output_size),
         ]
         return {s.name: s for s in specs}
@@ -227,6 +230,7 @@ class NTM(SiteModel):
             keep = (torch.rand(B, 1, device=x.device) >= c.bypass_dropout).to(x.dtype) / (1 - c.bypass_dropout)
         outs = []
         for t in range(T):
+            state = state_site(self, t, *state, layer_first=True)
             h, state = self.controller(torch.cat([x[:, t], reads.flatten(1)], dim=-1), state)  # [B, H]
             p = self._heads(self.read_head, h, R, writes=False)
             w_read = address(memory, w_read, p["key"], p["beta"], p["gate"], p["s"], p["gamma"])

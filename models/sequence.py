@@ -39,6 +39,12 @@ from .sites import Intervention, SiteModel, SiteSpec, output_spec, prefixed
 
 BLOCK_KINDS = ("memory", "ssm", "attention", "mlp")
 MEMORY_BLOCKS = ("memory", "ssm")
+# What each block's residual contribution is to the reliance analysis (SiteSpec.role). A linear-
+# memory block's output is memory's whole contribution. An SSM block's output also carries the
+# D skip, so the SSM's own sites stand for it (ssm.read: memory, ssm.skip: bypass). Local
+# attention is the path parallel to memory; an MLP reads the residual stream after memory has
+# written to it, in series: removing it is not "removing the bypass".
+BLOCK_ROLES = {"memory": "memory", "ssm": None, "attention": "bypass", "mlp": "series"}
 NORMS = ("rms", "layer")
 
 
@@ -165,6 +171,7 @@ class SequenceModel(SiteModel):
             specs += prefixed(f"layers.{i}", block.mixer.site_specs())
             memory = block.kind in MEMORY_BLOCKS
             specs.append(SiteSpec(out_site(i, block.kind), "read" if memory else "bypass", (d,), ("feature",),
+                                  role=BLOCK_ROLES[block.kind],
                                   doc=f"{block.kind} block {i}'s contribution to the residual stream"))
         specs.append(output_spec(self.config.output_size))
         return {s.name: s for s in specs}

@@ -40,6 +40,16 @@ SiteKind = Literal[
 SITE_KINDS: tuple[str, ...] = SiteKind.__args__  # type: ignore[attr-defined]
 MEMORY_KINDS = ("read", "read_weights", "write_weights", "write", "state", "attention")
 
+# What a site is to the reliance analysis's factorial design (analysis/reliance.py): the
+# components it removes are declared here, per site, by the model that knows its wiring.
+SiteRole = Literal[
+    "memory",  # memory's whole contribution to the rest of the network (the "memory removed" ablation)
+    "bypass",  # a path parallel to memory from the input to the output (controller.output, local attention)
+    "state",  # the controller's own recurrent state: memory's other competitor, also what addresses memory
+    "series",  # a path in series after memory (an MLP reading the residual stream): neither memory nor bypass
+]
+SITE_ROLES: tuple[str, ...] = SiteRole.__args__  # type: ignore[attr-defined]
+
 
 @dataclass(frozen=True)
 class SiteSpec:
@@ -54,6 +64,10 @@ class SiteSpec:
     memory: whether the site lies on the memory path. Defaults to `kind in MEMORY_KINDS`;
         local (sliding-window) attention sets it False: its pattern has kind "attention"
         like a memory layer's implicit attention, but it is the competitor, not memory.
+    role: the component this site stands for in the reliance analysis (`SITE_ROLES`), or
+        None for a site inside a component (a head's weights, a layer's inner read that
+        its block output already carries): every component is removed through the sites
+        of its role, each value counted once.
     """
 
     name: str
@@ -64,12 +78,15 @@ class SiteSpec:
     distribution: bool = False
     doc: str = ""
     memory: bool | None = None
+    role: str | None = None
 
     def __post_init__(self) -> None:
         if self.memory is None:
             object.__setattr__(self, "memory", self.kind in MEMORY_KINDS)
         if self.kind not in SITE_KINDS:
             raise ValueError(f"site {self.name!r}: unknown kind {self.kind!r}; known kinds: {SITE_KINDS}")
+        if self.role is not None and self.role not in SITE_ROLES:
+            raise ValueError(f"site {self.name!r}: unknown role {self.role!r}; known roles: {SITE_ROLES}")
         if len(self.shape) != len(self.axes):
             raise ValueError(f"site {self.name!r}: shape {self.shape} and axes {self.axes} differ in length")
 
@@ -82,6 +99,7 @@ class SiteSpec:
             "on_request": self.on_request,
             "distribution": self.distribution,
             "memory": self.memory,
+            "role": self.role,
             "doc": self.doc,
         }
 
@@ -394,6 +412,27 @@ def prefixed(prefix: str, specs: list[SiteSpec]) -> list[SiteSpec]:
 
     p = prefix.rstrip(".") + "." if prefix else ""
     return [replace(s, name=p + s.name) for s in specs]
+
+
+def controller_state_spec(layers: int, hidden: int) -> SiteSpec:
+    """The recurrent state (h, c per layer) an LSTM controller starts step t from: what it
+    carries over from earlier steps, memory's main competitor. Intervening at t changes
+    step t and everything after it; the output path and the heads see the changed state."""
+    return SiteSpec("controller.state", "state", (layers, 2, hidden), ("layer", "h_c", "feature"), memory=False,
+                    role="state", doc="controller LSTM state (h, c per layer; h_c 0 = h, 1 = c) entering step t")
+
+
+def state_site(owner: "SiteModel", t: int, h: Tensor, c: Tensor, layer_first: bool) -> tuple[Tensor, Tensor]:
+    """Route an LSTM state through `controller.state` at step t; `h`, `c` are
+    `[layers, B, H]` (layer_first, as nn.LSTM) or `[B, H]` (one LSTMCell). Free when
+    nothing is attached to the site."""
+    if not owner.wants("controller.state"):
+        return h, c
+    if not layer_first:
+        h, c = h.unsqueeze(0), c.unsqueeze(0)
+    v = owner.site("controller.state", torch.stack([h, c], dim=2).transpose(0, 1), t)  # [B, L, 2, H]
+    h, c = v[:, :, 0].transpose(0, 1).contiguous(), v[:, :, 1].transpose(0, 1).contiguous()
+    return (h, c) if layer_first else (h[0], c[0])
 
 
 def output_spec(output_size: int) -> SiteSpec:

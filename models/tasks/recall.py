@@ -283,5 +283,19 @@ class MQAR(ClassesTask):
         corrupted = self._layout(keys, changed, positions)
         return PatchPair(clean, corrupted, _differs(clean, corrupted))
 
+    def position_roles(self, batch: Batch) -> Tensor:
+        """`[B, T]` ids, equal where two sequences' positions play the same part: the
+        pairs' positions as they are (key i, value i), the k-th query in time with the
+        k-th query, the k-th filler with the k-th filler. Swapping values between
+        sequences at the same timestep would put a filler's value where a query asks."""
+        B, T = batch.mask.shape
+        t = torch.arange(T).expand(B, T)
+        pairs = t < 2 * self.params.num_pairs
+        query = batch.mask & ~pairs
+        filler = ~pairs & ~query
+        phase = torch.where(pairs, 0, torch.where(query, 1, 2))
+        ordinal = torch.where(pairs, t, torch.where(query, query.long().cumsum(1) - 1, filler.long().cumsum(1) - 1))
+        return phase * T + ordinal
+
     def chance(self, batch: Batch | None = None) -> float:
         return 1.0 / (self.params.vocab_size - self.first_value)

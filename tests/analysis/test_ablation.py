@@ -7,6 +7,7 @@ import torch
 from mnemoscope.analysis.ablation import AblationSpec, derangement, run_ablations
 from mnemoscope.analysis.sites import bypass_sites, element_mask, read_sites
 from mnemoscope.models.sites import Intervention, run_with_sites
+from mnemoscope.models.tasks import make_task
 
 
 def _one_at_a_time(model, batch, spec, values):
@@ -44,7 +45,8 @@ def test_batched_equals_one_at_a_time(ntm):
         if spec.mode == "zero":
             values = {n: 0.0 for n in spec.sites}
         elif spec.mode == "mean":
-            values = {n: clean[n].mean(0, keepdim=True) for n in spec.sites}
+            # the mean over the other sequences: a row's own value is left out
+            values = {n: (clean[n].sum(0, keepdim=True) - clean[n]) / 3 for n in spec.sites}
         else:
             values = {n: clean[n][donor] for n in spec.sites}
         ref = _one_at_a_time(ntm, batch, spec, values)
@@ -133,3 +135,28 @@ def test_every_arch_every_mode(arch, make_model, task):
     res = run_ablations(m, task, batch, [AblationSpec(sites, mode) for mode in ("zero", "mean", "resample")])
     T = batch.inputs.shape[1]
     assert len(res) == 3 and all(r.metric_per_step.shape == (T,) for r in res)
+
+
+def test_resample_and_mean_align_positions_by_role():
+    """MQAR: a query's donor value is the donor's query of the same rank, never a filler, and
+    the mean at a query is the mean over queries."""
+    from mnemoscope.analysis.ablation import aligned_donors, aligned_mean, derangement, position_keys
+
+    task = make_task("mqar", vocab_size=16, seq_len=32, num_pairs=3)
+    batch = task.sample(6, 0)
+    keys = position_keys(task, batch)
+    donor = derangement(6, torch.Generator().manual_seed(0))
+    rows, steps = aligned_donors(keys, keys, donor, exclude_self=True)
+    assert (rows != torch.arange(6)[:, None]).all()
+    assert torch.equal(batch.mask[rows, steps], batch.mask)  # queries from queries, the rest from the rest
+    rank = batch.mask.long().cumsum(1)
+    assert torch.equal(rank[rows, steps][batch.mask], rank[batch.mask])
+    values = torch.arange(6 * 32, dtype=torch.float).view(6, 32, 1)
+    mean = aligned_mean(values, keys, keys)
+    first_queries = values[batch.mask & (rank == 1)].mean()
+    assert torch.allclose(mean[batch.mask & (rank == 1)], first_queries.expand(6, 1))
+    # without roles: the timestep's donor and mean, as before
+    plain = make_task("copy", bits=3, min_length=3, max_length=3)
+    b = plain.sample(4, 0)
+    rows, steps = aligned_donors(position_keys(plain, b), position_keys(plain, b), donor[:4] % 4, exclude_self=False)
+    assert torch.equal(steps, torch.arange(7).expand(4, 7))

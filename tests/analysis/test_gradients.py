@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from mnemoscope.analysis.gradients import gradient_flow, gradient_flow_series
 from mnemoscope.models.tasks import make_task
@@ -62,3 +63,34 @@ def test_series_over_checkpoints(tmp_path, make_model, task):
     json.dumps([p.to_dict() for p in series], allow_nan=False)
     with pytest.raises(ValueError, match="at least one"):
         gradient_flow_series([])
+
+
+def test_attribution_is_invariant_to_rescaling_a_path():
+    """Scaling a DNC's write vector by k and the weights that read the reads by 1/k keeps the
+    logits; the gradient-norm ratio moves by 1/k, gradient x activation does not."""
+    from mnemoscope.models import build_model
+
+    task = make_task("associative_recall", bits=4, item_length=1, min_items=2, max_items=3)
+    torch.manual_seed(0)
+    cfg = dict(input_size=task.input_size, output_size=task.output_size, controller_size=16,
+               memory_slots=8, memory_width=6, read_heads=2)
+    base = build_model("dnc", cfg).eval()
+    batch = task.sample(16, 0)
+    before = gradient_flow(base, task, batch)
+    R, W, H = 2, 6, 16
+    start = R * W + R + W + 1 + W  # read keys, strengths, write key, strength, erase; then the write vector
+    for k in (10.0, 0.1):
+        m = build_model("dnc", cfg).eval()
+        m.load_state_dict(base.state_dict())
+        with torch.no_grad():
+            m.interface.weight[start:start + W] *= k
+            m.interface.bias[start:start + W] *= k
+            m.controller.weight_ih[:, task.input_size:] /= k
+            m.head.weight[:, H:] /= k
+        assert (m(batch.inputs) - base(batch.inputs)).abs().max() < 1e-4
+        after = gradient_flow(m, task, batch)
+        assert after.ratio == pytest.approx(before.ratio / k, rel=0.05)  # the diagnostic moves
+        for comp in ("memory", "bypass", "state"):
+            assert after.attribution[comp] == pytest.approx(before.attribution[comp], rel=1e-3), comp
+        assert after.attribution_share == pytest.approx(before.attribution_share, rel=1e-3)
+    assert before.attribution["memory"] > 0 and set(before.attribution) == {"memory", "bypass", "state"}

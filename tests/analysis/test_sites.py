@@ -66,3 +66,20 @@ def test_no_architecture_branches():
             assert not re.search(rf"[\"']{re.escape(name)}[\"']", text), f"{path.name} names architecture {name!r}"
         assert not re.search(r"^\s*from \.\.(server|dashboard)|mnemoscope\.(server|dashboard)", text, re.M), \
             f"{path.name} imports the server or dashboard"
+
+
+def test_every_arch_declares_its_components(arch, make_model, task):
+    """Roles come from the model files; analysis reads them. Memory models declare memory,
+    recurrent controllers their state, and no site is both."""
+    from mnemoscope.analysis.sites import components
+
+    m = make_model(arch, task)
+    comp = components(m)
+    named = [n for names in comp.values() for n in names]
+    assert len(named) == len(set(named))
+    specs = m.site_specs()
+    for role, names in comp.items():
+        assert all(specs[n].role == role for n in names)
+    if any(s.kind == "read_weights" for s in specs.values()):  # slot memories: NTM-like controllers
+        assert comp["memory"] == ["memory.read"] and comp["bypass"] == ["controller.output"]
+        assert comp["state"] == ["controller.state"]

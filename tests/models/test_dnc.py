@@ -507,3 +507,26 @@ def test_loss_decreases_on_associative_task():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+
+
+@pytest.mark.parametrize("t", [0, 3, 6])
+def test_controller_state_changes_outputs_only_from_t(t):
+    m, x = dnc(), inputs()
+    base, tr = run_with_sites(m, x, record=["controller.state", "controller.output"])
+    assert tr["controller.state"].shape == (3, 8, 1, 2, 12)
+    # the h entering step t+1 is the h that left step t
+    assert torch.equal(tr["controller.state"][:, 1:, 0, 0], tr["controller.output"][:, :-1])
+    y, _ = run_with_sites(m, x, interventions=[Intervention("controller.state", 0.5, steps=[t])])  # h0 = c0 = 0
+    assert torch.equal(y[:, :t], base[:, :t])
+    assert (y[:, t] - base[:, t]).abs().max() > 1e-4
+
+
+def test_controller_state_batched_interventions_equal_separate_runs():
+    m = dnc()
+    T = 6
+    x = inputs(B=1, T=T).expand(T, T, -1)
+    ivs = [Intervention("controller.state", 0.5, steps=[t], rows=[t]) for t in range(T)]
+    batched, _ = run_with_sites(m, x, interventions=ivs)
+    for t in range(T):
+        single, _ = run_with_sites(m, x[:1], interventions=[Intervention("controller.state", 0.5, steps=[t])])
+        assert (batched[t] - single[0]).abs().max() < 1e-5

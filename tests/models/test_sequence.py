@@ -205,6 +205,18 @@ def test_site_kinds_separate_memory_from_local_attention():
     assert not is_memory_site(pattern)
 
 
+def test_site_roles_name_each_component_once():
+    """The reliance design removes components through their roles: memory (a linear-memory block's
+    output; inside an SSM block its read, since the block output carries the D skip too), the
+    parallel bypass (local attention, the D skip), and never an MLP, which sits in series."""
+    m = model(["memory", "attention", "ssm", "mlp"])
+    roles = {n: s.role for n, s in m.site_specs().items() if s.role}
+    assert roles == {"layers.0.memory.out": "memory", "layers.1.attention.out": "bypass",
+                     "layers.2.ssm.read": "memory", "layers.2.ssm.skip": "bypass", "layers.3.mlp.out": "series"}
+    pure = model(["memory", "mlp", "memory", "mlp"])
+    assert not [n for n, s in pure.site_specs().items() if s.role == "bypass"]  # no parallel path
+
+
 def test_component_groups_partition_parameters():
     m = model(["memory", "attention", "ssm", "mlp", "memory"])
     groups = m.component_groups()

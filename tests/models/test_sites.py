@@ -19,7 +19,8 @@ def test_record_star_and_shapes():
     m = lstm()
     x = torch.randn(4, 6, 3)
     y, trace = run_with_sites(m, x, record="*")
-    assert set(trace.names()) == {"controller.output", "controller.cell", "output"}
+    assert set(trace.names()) == {"controller.output", "controller.cell", "controller.state", "output"}
+    assert trace["controller.state"].shape == (4, 6, 1, 2, 8)
     assert trace["controller.output"].shape == (4, 6, 8)
     assert torch.equal(trace["output"], y.detach())
 
@@ -114,3 +115,32 @@ def test_resolve_sites_globs_and_exact_names():
     assert resolve_sites(specs, ["controller.[oc]*", "output"]) == {"controller.output", "controller.cell", "output"}
     with pytest.raises(ValueError, match="no site matches"):
         resolve_sites(specs, ["memory.?"])
+
+
+@pytest.mark.parametrize("t", [0, 2, 5])
+def test_controller_state_changes_outputs_from_t_on(t):
+    m = build_model("lstm", dict(input_size=3, output_size=2, hidden_size=8, num_layers=2))
+    x = torch.randn(2, 7, 3)
+    clean, tr = run_with_sites(m, x, record=["controller.state", "controller.output"])
+    assert tr["controller.state"].shape == (2, 7, 2, 2, 8)
+    assert torch.equal(tr["controller.state"][:, 1:, 1, 0], tr["controller.output"][:, :-1])  # top layer's h
+    y, _ = run_with_sites(m, x, interventions=[Intervention("controller.state", 1.0, steps=[t])])
+    assert torch.equal(y[:, :t], clean[:, :t]) and not torch.equal(y[:, t], clean[:, t])
+
+
+def test_controller_state_batched_rows_equal_separate_runs():
+    m = lstm()
+    x = torch.randn(1, 7, 3).expand(5, 7, 3)
+    ivs = [Intervention("controller.state", 0.0, steps=[t], rows=[t]) for t in range(5)]
+    batched, _ = run_with_sites(m, x, interventions=ivs)
+    for t in range(5):
+        single, _ = run_with_sites(m, x[:1], interventions=[Intervention("controller.state", 0.0, steps=[t])])
+        assert (batched[t] - single[0]).abs().max() < 1e-5
+
+
+def test_roles_are_checked():
+    from mnemoscope.models.sites import SiteSpec
+
+    with pytest.raises(ValueError, match="unknown role"):
+        SiteSpec("x", "read", (1,), ("feature",), role="mem")
+    assert SiteSpec("x", "read", (1,), ("feature",), role="memory").to_dict()["role"] == "memory"

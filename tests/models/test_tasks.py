@@ -204,7 +204,28 @@ def test_copy_exact_layout():
 def test_copy_length_range():
     task = make_task("copy", min_length=2, max_length=5)
     lengths = {(task.sample(2, seed=s).inputs.shape[1] - 1) // 2 for s in range(60)}
-    assert lengths == {2, 3, 4, 5}
+    assert lengths <= {2, 3, 4, 5}
+    # lengths are per sequence: one batch of 8 covers the range twice over, padded at the end
+    b = task.sample(8, seed=0)
+    per_seq = b.mask.sum(1)
+    assert sorted(per_seq.tolist()) == [2, 2, 3, 3, 4, 4, 5, 5] and b.mask.shape[1] == 11
+    for row, L in enumerate(per_seq.tolist()):
+        assert (b.inputs[row, L] == torch.eye(9)[8]).all() and (b.inputs[row, L + 1:] == 0).all()
+        assert torch.equal(b.targets[row, L + 1:2 * L + 1], b.inputs[row, :L, :8])
+        assert not b.mask[row, 2 * L + 1:].any() and (b.targets[row, 2 * L + 1:] == 0).all()
+
+
+def test_copy_position_roles_align_like_with_like():
+    task = make_task("copy", bits=3, min_length=1, max_length=3)
+    b = task.sample(6, seed=0)
+    roles = task.position_roles(b)
+    for i in range(6):
+        for j in range(6):
+            Li, Lj = int(b.mask[i].sum()), int(b.mask[j].sum())
+            # the first output position of every sequence plays the same part
+            assert roles[i, Li + 1] == roles[j, Lj + 1]
+            assert (roles[i, Li] == roles[j, Lj])  # the delimiter
+    assert all(len(set(r.tolist())) == r.numel() for r in roles)  # unique within a sequence
 
 
 def test_copy_chance_and_constant_predictor():
@@ -220,7 +241,7 @@ def test_copy_chance_and_constant_predictor():
     for s in range(200):
         b = task.sample(8, seed=s)
         scores.append(task.metric(torch.full(b.targets.shape, -1.0), b).mean().item())
-        assert task.chance(b) == (b.inputs.shape[1] - 1) // 2 * 4
+        assert task.chance(b) == b.mask.sum(1).float().mean().item() * 4
     assert sum(scores) / len(scores) == pytest.approx(task.chance(), rel=0.1)
 
 
@@ -242,29 +263,34 @@ def test_repeat_copy_exact_layout():
     b = task.sample(6, seed=1)
     L, bits = 3, 4
     T = b.inputs.shape[1]
-    R = (T - L - 2) // L
-    assert T == L + 1 + L * R + 1 and 2 <= R <= 4
     assert b.inputs.shape == (6, T, bits + 2) and b.targets.shape == (6, T, bits + 1)
-    assert (b.inputs[:, :L, bits:] == 0).all()
-    assert (b.inputs[:, L, :bits] == 0).all() and (b.inputs[:, L, bits] == 1).all()
-    assert torch.allclose(b.inputs[:, L, bits + 1], torch.tensor(R / 4))
-    assert (b.inputs[:, L + 1 :] == 0).all()
-    seq = b.inputs[:, :L, :bits]
-    for r in range(R):
-        assert torch.equal(b.targets[:, L + 1 + r * L : L + 1 + (r + 1) * L, :bits], seq)
-    assert (b.targets[:, : L + 1] == 0).all() and (b.targets[:, : T - 1, bits] == 0).all()
-    assert (b.targets[:, T - 1] == torch.eye(bits + 1)[bits]).all()
-    assert torch.equal(b.mask, torch.arange(T).expand(6, -1) > L)
+    assert T == L + 1 + L * 4 + 1  # padded to the longest: 6 sequences cover R = 2..4
+    for row in range(6):
+        x, y, m = b.inputs[row], b.targets[row], b.mask[row]
+        R = (int(m.sum()) - 1) // L
+        end = L + 1 + L * R
+        assert 2 <= R <= 4
+        assert (x[:L, bits:] == 0).all()
+        assert (x[L, :bits] == 0).all() and x[L, bits] == 1
+        assert x[L, bits + 1] == pytest.approx(R / 4)
+        assert (x[L + 1:] == 0).all()
+        for r in range(R):
+            assert torch.equal(y[L + 1 + r * L: L + 1 + (r + 1) * L, :bits], x[:L, :bits])
+        assert (y[:L + 1] == 0).all() and (y[:end, bits] == 0).all()
+        assert (y[end] == torch.eye(bits + 1)[bits]).all() and (y[end + 1:] == 0).all()
+        assert torch.equal(m, (torch.arange(T) > L) & (torch.arange(T) <= end))
 
 
 def test_repeat_copy_repeats_vary_and_are_announced():
     task = make_task("repeat_copy", bits=2, min_length=2, max_length=2, min_repeats=1, max_repeats=3)
     seen = set()
-    for s in range(40):
-        b = task.sample(2, seed=s)
-        R = round(b.inputs[0, 2, 3].item() * 3)
-        assert b.inputs.shape[1] == 2 + 1 + 2 * R + 1
-        seen.add(R)
+    for s in range(10):
+        b = task.sample(3, seed=s)  # per sequence: three sequences cover the three repeat counts
+        for row in range(3):
+            R = round(b.inputs[row, 2, 3].item() * 3)
+            assert int(b.mask[row].sum()) == 2 * R + 1 and b.targets[row, 3 + 2 * R, 2] == 1
+            seen.add(R)
+        assert b.inputs.shape[1] == 2 + 1 + 2 * 3 + 1
     assert seen == {1, 2, 3}
 
 
@@ -539,3 +565,14 @@ def test_max_steps_bounds_every_batch(name, params):
         assert seen == [longest] * 5
     patched = task.patch_pairs(2, seed=0)
     assert patched.clean.inputs.shape[1] <= longest
+
+
+def test_mqar_position_roles_pair_queries_with_queries():
+    task = make_task("mqar", vocab_size=16, seq_len=32, num_pairs=3)
+    b = task.sample(5, seed=0)
+    roles = task.position_roles(b)
+    query_roles = [set(roles[i][b.mask[i]].tolist()) for i in range(5)]
+    assert all(q == query_roles[0] for q in query_roles)  # the k-th query of each sequence share a role
+    filler = b.inputs == 0
+    assert not (set(roles[0][filler[0]].tolist()) & query_roles[0])  # a filler never stands in for a query
+    assert all(len(set(r.tolist())) == r.numel() for r in roles)

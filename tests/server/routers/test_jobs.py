@@ -17,7 +17,7 @@ def test_ablation_job_runs_and_its_result_is_reused(client, uploaded, job_waiter
     assert job["status"] in ("queued", "running") and job["kind"] == "ablations" and job["cached"] is False
     # the request is stored normalised: the task resolved, globs expanded, defaults filled in
     assert job["request"]["task"] == uploaded["task"]
-    assert job["request"]["specs"][1]["sites"] == ["controller.cell", "controller.output"]
+    assert job["request"]["specs"][1]["sites"] == ["controller.cell", "controller.output", "controller.state"]
 
     done = job_waiter(client, job["id"])
     assert done["status"] == "done", done
