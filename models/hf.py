@@ -87,6 +87,12 @@ MODULE_KINDS: dict[str, str] = {
     "Qwen3NextSparseMoeBlock": "moe", "MiniMaxSparseMoeBlock": "moe",
 }
 MEMORY_MIXERS = ("ssm", "linear_attention", "recurrent")
+# What each layer part is to the reliance analysis: recurrent-state mixers are the memory;
+# attention and short convolutions are paths parallel to it (the bypass); MLPs and experts
+# read the residual stream in series. A wrapped SSM mixer's output includes its D skip, so
+# its memory component is the whole mixer (the native `mamba` arch separates the two).
+PART_ROLES = {**{kind: "memory" for kind in MEMORY_MIXERS}, "attention": "bypass", "conv": "bypass",
+              "mlp": "series", "moe": "series"}
 ATTENTION = "mnemoscope_eager"  # the attention implementation every wrapped model runs with
 _PATTERN_SITE = "_mnemoscope_pattern_site"  # set on an attention module while its pattern site is wanted
 _FLOAT_TAG = "__float__"  # JSON has no inf/nan; HF configs do (Mamba-2's time_step_limit)
@@ -274,6 +280,7 @@ class HFModel(SiteModel):
             memory = part.kind in MEMORY_MIXERS
             module = self.get_submodule(part.path)
             specs.append(SiteSpec(part.site, "read" if memory else "bypass", (d,), ("feature",), memory=memory,
+                                  role=PART_ROLES[part.kind],
                                   doc=f"{type(module).__name__} output of layer {part.layer}, added to the residual "
                                       f"stream ({'recurrent-state memory' if memory else 'not memory'})"))
             if part.kind == "attention":

@@ -46,6 +46,9 @@ def tiny_task(arch: str | None = None):
 def _hf_config(task) -> dict:
     from transformers import AutoConfig
 
+    if getattr(task, "vocab_size", None) is None:
+        raise TypeError(f"a Hugging Face model takes token ids; task {task.name!r} has none")
+
     fields = {k: v for k, v in HF_TINY.items() if k != "model_type"}
     return AutoConfig.for_model(HF_TINY["model_type"], vocab_size=task.vocab_size, **fields).to_dict()
 

@@ -111,7 +111,7 @@ def test_worst_case_glob_is_fast():
 
 def test_resolve_sites_globs_and_exact_names():
     specs = lstm().site_specs()
-    assert resolve_sites(specs, "controller.*") == {"controller.output", "controller.cell"}
+    assert resolve_sites(specs, "controller.*") == {"controller.output", "controller.cell", "controller.state"}
     assert resolve_sites(specs, ["controller.[oc]*", "output"]) == {"controller.output", "controller.cell", "output"}
     with pytest.raises(ValueError, match="no site matches"):
         resolve_sites(specs, ["memory.?"])
