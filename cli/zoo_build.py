@@ -107,9 +107,34 @@ def analyze_numbers(path: str | Path, *, samples: int | None = None, seed: int |
         "metric": {"name": rel.metric_name, "clean": rel.metric_clean, "ablated": rel.metric_ablated,
                    "chance": rel.chance, "higher_is_better": rel.higher_is_better},
         "reliance": {"verdict": rel.verdict, "score": rel.score, "ci95": list(rel.ci95),
+                     "necessity": rel.necessity, "sufficiency": rel.sufficiency,
+                     "bypass": (rel.components.get("bypass") or None), "stability": rel.stability,
+                     "warnings": [w["code"] for w in rel.warnings],
                      "prob_change": rel.prob_change, "flip_rate": rel.flip_rate,
                      "memory_share": rel.memory_share, "at_chance": rel.at_chance},
     }
+
+
+def reanalyze_zoo(out_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> dict:
+    """Recompute every index entry's numbers from its committed checkpoint, without retraining:
+    what the index needs when the analysis (not the models) changed."""
+    out = Path(out_dir) if out_dir is not None else zoo.default_zoo_dir()
+    index_path = out / "index.json"
+    index = json.loads(index_path.read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for entry in index["checkpoints"]:
+            t0 = time.perf_counter()
+            entry.update(analyze_numbers(out / entry["file"]))
+            rel = entry["reliance"]
+            log(f"[zoo]   {entry['file']}: {rel['verdict']} (necessity {rel['score']:.2f}, "
+                f"analysed in {time.perf_counter() - t0:.1f}s)")
+    finally:
+        torch.set_num_threads(threads)
+    index["analyze"] = {"samples": ANALYZE_SAMPLES, "seed": ANALYZE_SEED}
+    index_path.write_text(json.dumps(index, indent=1) + "\n")
+    return index
 
 
 def _entry(recipe: zoo.Recipe, path: Path, numbers: dict, seconds: float | None, training: dict | None = None) -> dict:
@@ -194,4 +219,4 @@ def build_zoo(out_dir: str | Path | None = None, only: Iterable[str] | None = No
     return index
 
 
-__all__ = ["ZOO_FORMAT", "ANALYZE_SAMPLES", "ANALYZE_SEED", "train_recipe", "analyze_numbers", "build_zoo"]
+__all__ = ["ZOO_FORMAT", "ANALYZE_SAMPLES", "ANALYZE_SEED", "train_recipe", "analyze_numbers", "build_zoo", "reanalyze_zoo"]

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnemoscope import __version__
+from mnemoscope.analysis import ANALYSIS_VERSION
 
 from .errors import ServiceError, StartupError
 from .jobs import JobManager
@@ -55,6 +56,9 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     recovered = store.recover()
     if any(recovered.values()):
         log.info("data directory recovered: %s", recovered)
+    stale = store.migrate_analysis(ANALYSIS_VERSION)
+    if stale:
+        log.info("%d verdict(s) came from an older analysis engine and were cleared; run the reports again", stale)
     try:
         manager = JobManager(store, settings, execute=partial(execute, kinds), on_done=on_done(store, kinds))
     except TypeError:  # a kind the worker processes could not import

@@ -30,6 +30,10 @@ UNFINISHED = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled")
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL UNIQUE,
@@ -113,6 +117,22 @@ class Store:
             self._db.close()
 
     # -- start-up ---------------------------------------------------------------------------
+    def migrate_analysis(self, version: int) -> int:
+        """Verdict badges come from report jobs; when the analysis engine's version changed
+        since they were computed, clear them (the checkpoints show "not analysed" until a
+        new report runs) rather than show a verdict the engine would no longer give.
+        Returns how many badges were cleared."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='analysis_version'").fetchone()
+            cleared = 0
+            if row is None or row[0] != str(version):
+                cleared = self._db.execute(
+                    "UPDATE checkpoints SET verdict=NULL, reliance_score=NULL, report_job_id=NULL "
+                    "WHERE verdict IS NOT NULL OR report_job_id IS NOT NULL").rowcount
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('analysis_version', ?)",
+                                 (str(version),))
+            return cleared
+
     def recover(self, reason: str = "the server stopped while this job was running; submit it again") -> dict:
         """Bring the directory back to a consistent state after a crash or stop: empty
         tmp/, drop checkpoint files without a row and rows without a file, mark unfinished

@@ -3,6 +3,7 @@
     mnemoscope zoo build                          # every recipe into the package's zoo/ folder
     mnemoscope zoo build --out /tmp/zoo --only ntm-copy-short-bypass
     mnemoscope zoo list                           # what each checkpoint shows, its verdict and score
+    mnemoscope zoo reanalyze                      # recompute index.json's numbers, no retraining
 
 Recipes live in models/zoo.py; the build (cli/zoo_build.py) trains each one from its seed on
 the CPU (one thread), analyses every checkpoint as `mnemoscope analyze` does and writes index.json.
@@ -25,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--only", nargs="+", metavar="NAME", default=None,
                        help="just these recipes (the other entries of an existing index.json are kept)")
     build.add_argument("--progress", action="store_true", help="show a progress bar while training")
+    again = sub.add_parser("reanalyze", help="recompute index.json's numbers from the checkpoints (no retraining)",
+                           description="recompute every index entry's verdict and numbers from its checkpoint, "
+                                       "as `mnemoscope analyze` does now; the models are not retrained")
+    again.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the bundled zoo)")
     show = sub.add_parser("list", help="the zoo's checkpoints with their verdicts",
                           description="the zoo's checkpoints with their verdicts")
     show.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the bundled zoo)")
@@ -54,6 +59,15 @@ def run(args: argparse.Namespace) -> int:
                   f"{m['name']} {m['clean']:.3g} (chance {m['chance']:.3g})")
         return 0
 
+    if args.zoo_command == "reanalyze":
+        from ..zoo_build import reanalyze_zoo
+
+        try:
+            reanalyze_zoo(args.dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise CLIError(f"cannot reanalyze the zoo: {exc}") from exc
+        return 0
+
     try:
         for name in args.only or ():
             zoo.get_recipe(name)
@@ -77,18 +91,19 @@ def run(args: argparse.Namespace) -> int:
 
 def markdown_table(index: dict) -> str:
     """One row per final checkpoint; a training series as one line per run under the table."""
-    rows = ["| checkpoint | remedy | metric (chance) | verdict | score (95% CI) | output change | memory share | what it shows |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| checkpoint | remedy | metric (chance) | verdict (stability) | memory necessity (95% CI) | "
+            "memory sufficiency (95% CI) | bypass necessity (95% CI) | warnings | what it shows |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in index["checkpoints"]:
         if not e["final"]:
             continue
         m, rel = e["metric"], e["reliance"]
         remedy = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in e["remedies"].items()) or "-"
-        share = "-" if rel["memory_share"] is None else f"{rel['memory_share']:.2f}"
-        lo, hi = (x + 0.0 for x in rel["ci95"])  # no "-0.00"
+        bypass = (rel.get("bypass") or {}).get("necessity")
         rows.append(f"| `{e['name']}` | {remedy} | {m['name'].replace('_', ' ')} {m['clean']:.3g} ({m['chance']:.3g}) | "
-                    f"**{rel['verdict']}** | {rel['score'] + 0.0:.2f} ({lo:.2f}-{hi:.2f}) | {rel['prob_change']:.3f} | "
-                    f"{share} | {e['shows']} |")
+                    f"**{rel['verdict']}** ({rel.get('stability', 1.0):.2f}) | {_estimate(rel.get('necessity'))} | "
+                    f"{_estimate(rel.get('sufficiency'))} | {_estimate(bypass)} | "
+                    f"{', '.join(rel.get('warnings') or []) or '-'} | {e['shows']} |")
     series: dict[str, list[dict]] = {}
     for e in index["checkpoints"]:
         if e["series"]:
@@ -103,3 +118,11 @@ def markdown_table(index: dict) -> str:
         rows.append(f"\nTraining series `{name}`, step: reliance score ({run[0]['metric']['name'].replace('_', ' ')}): "
                     f"{steps}; verdicts: {' -> '.join(verdicts)}.")
     return "\n".join(rows)
+
+
+def _estimate(est: dict | None) -> str:
+    """`0.77 (0.67-0.88)`, or `-` for a component the model does not have."""
+    if not est or est.get("value") is None:
+        return "-"
+    lo, hi = (x + 0.0 for x in est["ci95"])  # no "-0.00"
+    return f"{est['value'] + 0.0:.2f} ({lo:.2f}-{hi:.2f})"

@@ -14,6 +14,7 @@ import uuid
 from typing import Mapping
 
 from mnemoscope import __version__
+from mnemoscope.analysis import ANALYSIS_VERSION
 
 from ..errors import NotFound
 from ..jobs import JobManager
@@ -32,7 +33,8 @@ _lock = threading.Lock()
 
 def result_key(sha256: str, kind: str, request: dict) -> str:
     blob = json.dumps(
-        {"format": RESULT_FORMAT, "version": __version__, "checkpoint": sha256, "kind": kind, "request": request},
+        {"format": RESULT_FORMAT, "version": __version__, "analysis": ANALYSIS_VERSION, "checkpoint": sha256,
+         "kind": kind, "request": request},
         sort_keys=True, separators=(",", ":"), ensure_ascii=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()

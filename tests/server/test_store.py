@@ -100,3 +100,18 @@ def test_write_atomic_leaves_old_or_new(tmp_path):
         write_atomic(target, object())  # type: ignore[arg-type]  # fails mid-write
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_verdicts_of_an_older_analysis_engine_are_cleared_once(tmp_path):
+    store = Store(tmp_path / "data")
+    store.add_checkpoint(_staged(store), _record("a" * 64))
+    store.set_verdict("a" * 16, "functional", 0.9, "job1")
+    assert store.migrate_analysis(1) == 1  # a directory from before versions were recorded
+    assert store.get_checkpoint("a" * 16)["verdict"] is None
+    store.set_verdict("a" * 16, "partial", 0.4, "job2")
+    assert store.migrate_analysis(1) == 0  # same engine: the new badge stays
+    assert store.get_checkpoint("a" * 16)["verdict"] == "partial"
+    store.close()
+    reopened = Store(tmp_path / "data")
+    assert reopened.migrate_analysis(2) == 1  # a newer engine, after a restart
+    assert reopened.get_checkpoint("a" * 16)["report_job_id"] is None
