@@ -5,6 +5,7 @@ Everything is driven by the site contract (`SiteSpec` kinds, `distribution` flag
 the same way. Each long-running function takes `progress: Callable[[float], None]`.
 """
 from .ablation import MODES, AblationResult, AblationSpec, run_ablations
+from .attribution import AttributionResult, agreement, attribution_patch, verify_attribution
 from .entropy import EntropyResult, SiteEntropy, weight_entropy
 from .gradients import GradientResult, GradientSeriesPoint, gradient_flow, gradient_flow_series
 from .patching import PatchingResult, patch_sweep, patch_sweep_naive
@@ -15,6 +16,7 @@ from .utilization import UtilizationResult, utilization
 
 __all__ = [
     "MODES", "AblationResult", "AblationSpec", "run_ablations",
+    "AttributionResult", "agreement", "attribution_patch", "verify_attribution",
     "EntropyResult", "SiteEntropy", "weight_entropy",
     "GradientResult", "GradientSeriesPoint", "gradient_flow", "gradient_flow_series",
     "PatchingResult", "patch_sweep", "patch_sweep_naive",
