@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     if any(recovered.values()):
         log.info("data directory recovered: %s", recovered)
     try:
-        manager = JobManager(store, settings, execute=partial(execute, kinds), on_done=on_done(store, kinds))
+        manager = JobManager(store, settings, execute=partial(execute, kinds, device=settings.device),
+                             on_done=on_done(store, kinds))
     except TypeError:  # a kind the worker processes could not import
         store.close()
         raise
