@@ -10,6 +10,7 @@ the same way. Each long-running function takes `progress: Callable[[float], None
 ANALYSIS_VERSION = 2
 
 from .ablation import MODES, AblationResult, AblationSpec, run_ablations
+from .attribution import AttributionResult, agreement, attribution_patch, verify_attribution
 from .entropy import EntropyResult, SiteEntropy, weight_entropy
 from .gradients import GradientResult, GradientSeriesPoint, gradient_flow, gradient_flow_series
 from .patching import PatchingResult, patch_sweep, patch_sweep_naive
@@ -21,6 +22,7 @@ from .utilization import UtilizationResult, utilization
 __all__ = [
     "ANALYSIS_VERSION",
     "MODES", "AblationResult", "AblationSpec", "run_ablations",
+    "AttributionResult", "agreement", "attribution_patch", "verify_attribution",
     "EntropyResult", "SiteEntropy", "weight_entropy",
     "GradientResult", "GradientSeriesPoint", "gradient_flow", "gradient_flow_series",
     "PatchingResult", "patch_sweep", "patch_sweep_naive",

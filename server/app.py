@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     if stale:
         log.info("%d verdict(s) came from an older analysis engine and were cleared; run the reports again", stale)
     try:
-        manager = JobManager(store, settings, execute=partial(execute, kinds), on_done=on_done(store, kinds))
+        manager = JobManager(store, settings, execute=partial(execute, kinds, device=settings.device),
+                             on_done=on_done(store, kinds))
     except TypeError:  # a kind the worker processes could not import
         store.close()
         raise

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     worker_nice: int = Field(5, ge=0, le=19, description="workers run at lower CPU priority so the API stays responsive")
     dashboard: bool = Field(True, description="mount the dashboard at /dashboard/ when it is installed")
 
+    # where job workers run the model
+    device: str = Field("cpu", description='torch device for jobs: "cpu", "cuda" or "cuda:N" (checked at start)')
+
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value):
@@ -61,6 +64,15 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, value: str) -> str:
+        if value.strip() == "cpu":
+            return "cpu"
+        from mnemoscope.analysis.device import resolve_device  # imports torch: only when a device is asked for
+
+        return str(resolve_device(value.strip()))
 
     @property
     def token_value(self) -> str | None:

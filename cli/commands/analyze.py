@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sequences to analyse (default {DEFAULT_SAMPLES})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the task batch (default {DEFAULT_SEED})")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--device", default="cpu", metavar="DEVICE",
+                        help='run the analyses on this torch device: cpu (default), cuda or cuda:N')
 
 
 def parse_params(items: list[str]) -> dict:
@@ -47,10 +49,15 @@ def parse_params(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from mnemoscope.analysis.device import resolve_device
     from mnemoscope.analysis.report import analyze
     from mnemoscope.models.checkpoints import load_checkpoint
     from mnemoscope.models.tasks import make_task
 
+    try:
+        device = resolve_device(args.device)  # before loading anything: a missing GPU is the user's first answer
+    except ValueError as exc:
+        raise CLIError(f"--device: {exc}") from exc
     path = Path(args.checkpoint)
     if not path.exists():
         raise CLIError(f"{path}: no such file")
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     try:
-        report = analyze(ckpt.model, task, samples=args.samples, seed=args.seed)
+        report = analyze(ckpt.model.to(device), task, samples=args.samples, seed=args.seed)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     if args.json:

@@ -28,6 +28,11 @@ def controls(params: Mapping[str, str]) -> list[list]:
             options=[{"label": "denoise (clean → corrupted)", "value": "denoise"},
                      {"label": "noise (corrupted → clean)", "value": "noise"}],
             value=params.get("direction") or "denoise"))],
+        [field("Mode", dcc.RadioItems(
+            id="patch-mode", inline=True, className="ms-radio",
+            options=[{"label": "exact", "value": "exact"}, {"label": "attribution (estimated)", "value": "attribution"},
+                     {"label": "attribution, verified", "value": "attribution+verify"}],
+            value=params.get("mode") or "exact"))],
     ]
 
 
@@ -96,7 +101,8 @@ def heatmap_figure(p: Mapping[str, Any]) -> dict:
     customdata = [[[r[t] if t < len(r) else None] for t in range(len(r))] for r in raw] if raw else None
     heat = {"type": "heatmap", "z": z, "x": list(range(T)), "y": sites, "yaxis": main_y, "colorscale": DIVERGING,
             "zmin": -top, "zmax": top, "xgap": 1, "ygap": 1,
-            "colorbar": {"title": {"text": "recovery"}, "thickness": 10, "len": 0.8},
+            "colorbar": {"title": {"text": "recovery" + (" (estimated)" if p.get("label") == "estimated" else "")},
+                         "thickness": 10, "len": 0.8},
             "hovertemplate": ("site %{y}<br>t=%{x}<br>recovery %{z:.4f}"
                               + ("<br>patched score %{customdata[0]:.4f}" if customdata else "") + "<extra></extra>")}
     if customdata:
@@ -110,7 +116,8 @@ def heatmap_figure(p: Mapping[str, Any]) -> dict:
 
 def summary_view(p: Mapping[str, Any]) -> html.Div:
     name = p.get("score_name") or "score"
-    head = (f"{p.get('direction', 'denoise')}, {p.get('pairs', '?')} pairs, {p.get('positions', '?')} differing "
+    label = f"estimated ({p.get('method', 'AtP')})" if p.get("label") == "estimated" else "exact"
+    head = (f"{label} · {p.get('direction', 'denoise')}, {p.get('pairs', '?')} pairs, {p.get('positions', '?')} differing "
             f"positions scored · {name}: clean {fmt(p.get('score_clean'), 4)}, corrupted {fmt(p.get('score_corrupted'), 4)}")
     rows = []
     for i, site in enumerate(p.get("sites") or []):
@@ -124,7 +131,11 @@ def summary_view(p: Mapping[str, Any]) -> html.Div:
     table = html.Table([html.Thead(html.Tr([html.Th("site"), html.Th("max recovery"), html.Th("at t"),
                                             html.Th("mean over t")])), html.Tbody(rows)], className="ms-table ms-table-compact")
     note = p.get("note")
-    return html.Div([html.P(head, className="ms-status"), table, html.P(note, className="ms-note") if note else None])
+    v = p.get("verify") or {}
+    checked = (f"checked exactly on {v.get('cells')} cells: Spearman {fmt(v.get('spearman'), 3)}, top-10 recall "
+               f"{fmt(v.get('top10_recall'), 2)}") if v else None
+    return html.Div([html.P(head, className="ms-status"), html.P(checked, className="ms-note") if checked else None, table,
+                     html.P(note, className="ms-note") if note else None])
 
 
 def result_rows(p: Mapping[str, Any]) -> list[dict]:
@@ -143,15 +154,19 @@ def result_view(p: Mapping[str, Any]) -> dict:
             "export": export_payload("patching", p, result_rows(p))}
 
 
-def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, *form: Any) -> tuple[dict, None]:
-    return {"patching": (checkpoint_id, page.kind, patching_body(kinds, *form))}, None
+def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, sites, direction, mode,
+           *numbers: Any) -> tuple[dict, None]:
+    body = patching_body(kinds, sites, direction, *numbers)
+    if mode and mode != "exact":  # exact is the server's default: its requests stay as before
+        body["mode"] = mode
+    return {"patching": (checkpoint_id, page.kind, body)}, None
 
 
 PAGE = jobpage.JobPage(
     name=PATH,
     kind="patching",
     controls=controls,
-    form=("sites", "direction"),
+    form=("sites", "direction", "mode"),
     sites_default=(),  # none chosen: the server patches every memory site and the bypass
     numbers={"pairs": "pairs", "seed": "pair seed"},
     run_label="Run patching",

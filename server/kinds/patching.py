@@ -1,9 +1,14 @@
-"""Activation patching: patch sites between clean and corrupted runs."""
+"""Activation patching: patch sites between clean and corrupted runs, exactly (one
+batched forward row block per cell) or estimated by attribution patching (AtP*: one
+source forward, one base forward with gradients, one backward), optionally with the
+estimate's top cells and a sample of the rest verified exactly."""
 from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
+from mnemoscope.analysis.attribution import Mode, attribution_patch, verify_attribution
 from mnemoscope.analysis.patching import Direction, patch_sweep
+from mnemoscope.analysis.runs import sub_progress
 
 from ..errors import Invalid
 from ..request_base import JobRequest
@@ -18,6 +23,9 @@ class PatchingRequest(JobRequest):
     per_element: str | None = Field(None, max_length=32,
                                     description='an axis ("slot", "head") to patch element by element (default whole sites)')
     memory_budget_mb: int = Field(512, ge=16, le=16384)
+    mode: Mode = Field("exact", description='"exact": every cell patched; "attribution": every cell estimated to '
+                       'first order (AtP*); "attribution+verify": estimated, then the top cells and a random sample '
+                       'checked exactly (`verify` in the result)')
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"pairs": 8, "direction": "denoise"}]})
 
@@ -34,22 +42,37 @@ def normalize(record: dict, body: PatchingRequest, settings: Settings) -> dict:
             axes = sorted({a for s in specs.values() for a in s.axes})
             raise Invalid(f"per_element={body.per_element!r}: no site of this model has that axis; "
                           f"its axes are {axes}")
-    return {
+    normalized = {
         "pairs": body.pairs,
         "sites": sites,
         "direction": body.direction,
         "per_element": body.per_element,
         "memory_budget_mb": body.memory_budget_mb,
     }
+    # an exact request normalises as it did before modes existed, so its stored results still match
+    if body.mode != "exact":
+        normalized["mode"] = body.mode
+    return normalized
 
 
 def run(model, task, request: dict, progress):
     pair = task.patch_pairs(request["pairs"], request["seed"])
-    result = patch_sweep(model, task, pair, request["sites"], direction=request["direction"],
-                         per_element=request["per_element"], memory_budget_mb=request["memory_budget_mb"],
-                         progress=progress)
+    mode = request.get("mode", "exact")
+    options = dict(direction=request["direction"], per_element=request["per_element"],
+                   memory_budget_mb=request["memory_budget_mb"])
+    if mode == "exact":
+        result = patch_sweep(model, task, pair, request["sites"], progress=progress, **options)
+        out = {**result.to_dict(), "label": "exact"}
+    else:
+        verify = mode == "attribution+verify"
+        result = attribution_patch(model, task, pair, request["sites"],
+                                   progress=sub_progress(progress, 0, 0.5 if verify else 1), **options)
+        if verify:
+            verify_attribution(model, task, pair, result, seed=request["seed"],
+                               memory_budget_mb=request["memory_budget_mb"], progress=sub_progress(progress, 0.5, 1))
+        out = result.to_dict()
     # how many pairs' answers differ at each timestep: the dashboard marks those columns
-    return {**result.to_dict(), "differs_per_step": pair.differs.sum(0).tolist()}
+    return {**out, "differs_per_step": pair.differs.sum(0).tolist()}
 
 
 PATCHING = JobKind(

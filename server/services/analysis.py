@@ -11,6 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from mnemoscope.analysis.device import resolve_device
 from mnemoscope.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from mnemoscope.models.tasks import make_task
 
@@ -36,10 +37,10 @@ def _load(path: Path) -> LoadedCheckpoint:
 
 
 def execute(kinds: Mapping[str, JobKind], kind: str, path: Path, request: dict,
-            progress: Callable[..., None]) -> tuple[Any, dict]:
-    """Run one job of `kinds[kind]`. Returns (result, summary)."""
+            progress: Callable[..., None], device: str = "cpu") -> tuple[Any, dict]:
+    """Run one job of `kinds[kind]` on `device` (`Settings.device`). Returns (result, summary)."""
     job_kind = kinds[kind]
-    model = _load(path).model
+    model = _load(path).model.to(resolve_device(device))  # in place: the cached model stays there
     task = make_task(request["task"])
     stored = {"kind": job_kind.name, "data": to_jsonable(job_kind.run(model, task, request, progress))}
     return stored, job_kind.summarize(stored)

@@ -208,7 +208,7 @@ def test_patch_elements_are_averaged_for_the_site_map():
 
 def test_patch_run_to_heatmap_and_summary(fake_api):
     api = fake_api(jobs={"patching-c1": done("patching", PATCHING)})
-    out = step(patch, api, "run", "c1", ["memory.read", "controller.output"], "denoise", 8, 3)
+    out = step(patch, api, "run", "c1", ["memory.read", "controller.output"], "denoise", "exact", 8, 3)
     assert api.started == [("c1", "patching", {"pairs": 8, "seed": 3, "direction": "denoise",
                                                "sites": ["memory.read", "controller.output"]})]
     assert out["heatmap"]["data"][-1]["type"] == "heatmap" and out["error"] is None
