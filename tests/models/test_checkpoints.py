@@ -514,10 +514,10 @@ def test_half_precision_weights_still_load(saved, tmp_path):
 def test_config_that_builds_endlessly_is_stopped(tmp_path):
     path = write_raw(tmp_path / "deep.safetensors",
                      {"__metadata__": _meta_fields("lstm", {"hidden_size": 1, "num_layers": 50_000})})
-    start = time.perf_counter()
+    # stopped by the operation count on the meta device (the message says so), not by
+    # building 50,000 layers and running out of time or memory
     with pytest.raises(CheckpointError, match="tensor operations"):
         load_checkpoint(path)
-    assert time.perf_counter() - start < 5
 
 
 def _zip_with_declared_size(path, declared: int):

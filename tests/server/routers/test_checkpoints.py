@@ -62,7 +62,7 @@ def test_get_file_sites_delete(client, uploaded, checkpoint_bytes, settings):
 
     sites = client.get(f"/api/checkpoints/{cid}/sites").json()
     by_name = {s["name"]: s for s in sites}
-    assert set(by_name) == {"controller.output", "controller.cell", "output"}
+    assert set(by_name) == {"controller.output", "controller.cell", "controller.state", "output"}
     assert by_name["controller.output"] == {
         "name": "controller.output", "kind": "bypass", "shape": [8], "axes": ["feature"],
         "on_request": False, "distribution": False, "doc": by_name["controller.output"]["doc"],

@@ -40,7 +40,7 @@ def test_sites_task_overrides_and_seed(client, uploaded):
     body = {"task": {"params": {"min_length": 3, "max_length": 3}}, "seed": 7, "samples": 3, "sites": ["*"]}
     t = client.post(url, json=body).json()
     assert t["inputs"]["shape"] == [3, 7, 5]
-    assert set(t["sites"]) == {"controller.output", "controller.cell", "output"}
+    assert set(t["sites"]) == {"controller.output", "controller.cell", "controller.state", "output"}
     site = t["sites"]["controller.output"]
     assert site["axes"] == ["batch", "time", "feature"] and site["shape"] == [3, 7, 8] and site["kind"] == "bypass"
     assert site["distribution"] is False
