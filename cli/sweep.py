@@ -42,7 +42,7 @@ from .executors import make_executor
 RESULTS_FORMAT = 1
 # the row fields after the key, seed and knob columns; declared once for JSON and CSV
 ROW_FIELDS = ("series", "arch", "verdict", "necessity", "necessity_lo", "necessity_hi", "sufficiency",
-              "sufficiency_lo", "sufficiency_hi", "metric_name", "metric", "metric_ablated", "chance",
+              "sufficiency_lo", "sufficiency_hi", "bypass_necessity", "metric_name", "metric", "metric_ablated", "chance",
               "higher_is_better", "prob_change", "memory_share", "steps", "train_seconds", "analyse_seconds",
               "checkpoint", "checkpoint_sha256", "report")
 
@@ -238,12 +238,13 @@ def row_of(record: dict, knobs: list[str], x: str | None) -> dict:
 
     rel = record.get("reliance") or {}
     nec, suf = _estimate(rel, "necessity"), _estimate(rel, "sufficiency")
+    bypass = _estimate((rel.get("components") or {}).get("bypass") or {}, "necessity")  # attention's, in a hybrid
     train = record.get("train") or {}
     row = {"key": record["key"], "seed": record["seed"], **{k: record["knobs"].get(k) for k in knobs}}
     row.update({
         "arch": record["recipe"]["arch"], "verdict": rel.get("verdict"),
         "necessity": nec[0], "necessity_lo": nec[1], "necessity_hi": nec[2],
-        "sufficiency": suf[0], "sufficiency_lo": suf[1], "sufficiency_hi": suf[2],
+        "sufficiency": suf[0], "sufficiency_lo": suf[1], "sufficiency_hi": suf[2], "bypass_necessity": bypass[0],
         "metric_name": rel.get("metric_name"), "metric": rel.get("metric_clean"),
         "metric_ablated": rel.get("metric_ablated"), "chance": rel.get("chance"),
         "higher_is_better": rel.get("higher_is_better"), "prob_change": rel.get("prob_change"),
