@@ -41,8 +41,8 @@ from .executors import make_executor
 
 RESULTS_FORMAT = 1
 # the row fields after the key, seed and knob columns; declared once for JSON and CSV
-ROW_FIELDS = ("series", "arch", "verdict", "necessity", "necessity_lo", "necessity_hi", "sufficiency",
-              "sufficiency_lo", "sufficiency_hi", "bypass_necessity", "metric_name", "metric", "metric_ablated", "chance",
+ROW_FIELDS = ("series", "arch", "verdict", "necessity", "necessity_lo", "necessity_hi",
+              "sufficiency", "sufficiency_lo", "sufficiency_hi", "bypass_necessity", "metric_name", "metric", "metric_ablated", "chance",
               "higher_is_better", "prob_change", "memory_share", "steps", "train_seconds", "analyse_seconds",
               "checkpoint", "checkpoint_sha256", "report")
 
@@ -94,7 +94,16 @@ def checkpoint_path(out: Path, train_key: str) -> Path:
 
 def run_unit(unit: dict) -> dict:
     """Train one recipe (unless its checkpoint bytes come with the unit) and analyse it for
-    each of its points. Plain data in and out, so any executor can ship it."""
+    each of its points. Plain data in and out, so any executor can ship it. A unit that fails
+    (a loss that diverges, say) comes back with `error` and no points, so the others go on
+    and the next run tries it again."""
+    try:
+        return _run_unit(unit)
+    except Exception as exc:  # noqa: BLE001 - reported by the caller, point by point
+        return {"train_key": unit["train_key"], "error": f"{type(exc).__name__}: {exc}", "points": []}
+
+
+def _run_unit(unit: dict) -> dict:
     import torch
 
     from . import zoo_build
@@ -178,9 +187,16 @@ def run_sweep(spec: SweepSpec, out: str | Path | None = None, *, executor: str =
     from tqdm import tqdm
 
     bar = tqdm(total=len(points), initial=len(points) - todo, desc=spec.name, unit="point", disable=not progress)
+    failed: list[dict] = []
     try:
         with make_executor(executor, workers=workers, address=address) as engine:
             for result in engine.map_unordered(run_unit, units, spec.resources.model_dump()):
+                if result.get("error"):
+                    names = [by_key[p["key"]].describe() for u in units if u["train_key"] == result["train_key"]
+                             for p in u["points"]]
+                    failed.append({"points": names, "error": result["error"]})
+                    log(f"[sweep]   failed: {'; '.join(names)}: {result['error']}")
+                    continue
                 _save_unit(out, result, by_key, __version__)
                 bar.update(len(result["points"]))
                 for p in result["points"]:
@@ -191,7 +207,7 @@ def run_sweep(spec: SweepSpec, out: str | Path | None = None, *, executor: str =
     finally:
         bar.close()
         results = write_results(spec, out, points, html=True)
-    return results
+    return {**results, "failed": failed}
 
 
 def _save_unit(out: Path, result: dict, by_key: dict[str, Point], version: str) -> None:

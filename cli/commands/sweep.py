@@ -94,6 +94,10 @@ def _run(args: argparse.Namespace) -> int:
         raise
     print(f"{len(results['rows'])} of {results['points_total']} points in {out}/ "
           f"(results.json, results.csv, figures)")
+    if results["failed"]:
+        print(f"{sum(len(f['points']) for f in results['failed'])} point(s) failed (see above); "
+              "running the command again retries them")
+        return 1
     return 0
 
 

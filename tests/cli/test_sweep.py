@@ -180,6 +180,28 @@ def test_an_eval_knob_trains_once_and_evaluates_twice(tmp_path):
     assert len(list((tmp_path / "checkpoints").glob("*.safetensors"))) == 1
 
 
+def test_a_failing_point_is_reported_and_the_next_run_retries_it(tmp_path, monkeypatch):
+    from mnemoscope.cli import zoo_build
+
+    real = zoo_build.train_recipe
+
+    def diverge_on_seed_1(recipe, out_dir, **kw):
+        if recipe.seed == 1:
+            raise FloatingPointError("loss became nan at step 3")
+        return real(recipe, out_dir, **kw)
+
+    spec = parse_sweep(BASE.replace("seeds = [0]", "seeds = [0, 1]"))
+    monkeypatch.setattr(zoo_build, "train_recipe", diverge_on_seed_1)
+    lines: list[str] = []
+    results = run_sweep(spec, tmp_path, workers=1, log=lines.append)
+    assert [r["seed"] for r in results["rows"]] == [0]
+    assert results["failed"] == [{"points": ["seed=1"], "error": "FloatingPointError: loss became nan at step 3"}]
+    assert any("failed: seed=1: FloatingPointError" in line for line in lines)
+    monkeypatch.setattr(zoo_build, "train_recipe", real)
+    again = run_sweep(spec, tmp_path, workers=1, log=lines.append)
+    assert [r["seed"] for r in again["rows"]] == [0, 1] and again["failed"] == []
+
+
 def test_ctrl_c_stops_a_sweep_and_the_next_run_resumes(tmp_path):
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "mnemoscope.cli", "sweep", "run", str(TINY), "--out", str(out), "--workers", "1",
