@@ -138,7 +138,8 @@ def points_table(sweep: Mapping[str, Any], context) -> Any:
     knobs = list(sweep.get("knobs") or [])
     metric = next((r.get("metric_name") for r in rows if r.get("metric_name")), "metric")
     head = html.Thead(html.Tr([html.Th(k.rsplit(".", 1)[-1], title=k) for k in knobs]
-                              + [html.Th(h) for h in ("seed", "verdict", "sufficiency", metric, "checkpoint")]))
+                              + [html.Th(h) for h in ("seed", "verdict, necessity [95% CI]", "sufficiency", metric,
+                                                         "checkpoint")]))
     body = []
     for row in rows:
         ci = [row.get("necessity_lo"), row.get("necessity_hi")]

@@ -171,6 +171,7 @@ def figures(results: dict) -> dict[str, dict]:
         layout = {
             "title": {"text": f"{results.get('name', '')}: {y_title} against {x}"},
             "xaxis": {"title": {"text": x}, "gridcolor": "#e5e5e5", **({"type": "log"} if log_x else {}),
+                      **({"tickvals": sorted(set(xs))} if numeric and len(set(xs)) <= 12 else {}),
                       **({} if numeric else {"type": "category", "categoryorder": "array", "categoryarray": categories})},
             "yaxis": {"title": {"text": y_title}, "gridcolor": "#e5e5e5", **({"range": [-0.05, 1.05]} if interval else {})},
             "legend": {"title": {"text": "mean over seeds"}},
