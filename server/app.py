@@ -31,10 +31,11 @@ from .errors import ServiceError, StartupError
 from .jobs import JobManager
 from .kinds import KINDS, JobKind
 from .middleware import BodyLimit
-from .routers import checkpoints, health, jobs, kinds as kinds_router, sweeps
+from .routers import checkpoints, health, jobs, kinds as kinds_router
 from .services.analysis import execute
 from .services.jobs import on_done
 from .services.models import ModelCache
+from .routers import sweeps as sweeps_router
 from .settings import Settings
 from .store import Store
 
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
         )
     _add_error_handlers(app)
     _document_errors(app)
-    for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router, sweeps.router):
+    for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router, sweeps_router.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)
