@@ -20,6 +20,7 @@ COMMANDS = {
     "import": ("import_", "convert another project's checkpoint into mnemoscope's format"),
     "analyze": ("analyze", "does this checkpoint use its memory? ablations, patching, verdict"),
     "zoo": ("zoo", "rebuild the bundled model zoo from its recipes, or list it"),
+    "sweep": ("sweep", "train and analyse a grid of recipes over seeds: reliance curves over a knob"),
 }
 COMMANDS_PACKAGE = f"{__name__}.commands"
 

@@ -24,9 +24,9 @@ from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, dcc, html
 
 from .components import error_box
 from .context import Context, parse_query
-from .pages import ablate, checkpoints, compare, explore, gradients, patch
+from .pages import ablate, checkpoints, compare, explore, gradients, patch, sweeps
 
-PAGES = [checkpoints, explore, ablate, patch, gradients, compare]
+PAGES = [checkpoints, explore, ablate, patch, gradients, compare, sweeps]
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mnemoscope.dashboard")
 

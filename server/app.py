@@ -36,6 +36,7 @@ from .routers import checkpoints, health, jobs, kinds as kinds_router
 from .services.analysis import execute
 from .services.jobs import on_done
 from .services.models import ModelCache
+from .routers import sweeps as sweeps_router
 from .settings import Settings
 from .store import Store
 
@@ -101,7 +102,7 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     app.add_middleware(HostAndOriginGuard, settings=settings)  # outermost: before CORS, body reads and routes
     _add_error_handlers(app)
     _document_errors(app)
-    for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router):
+    for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router, sweeps_router.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -11,6 +11,7 @@ EXPECTED = {
     ("post", "/api/checkpoints/{checkpoint_id}/gradients"), ("post", "/api/checkpoints/{checkpoint_id}/report"),
     ("get", "/api/jobs"), ("get", "/api/jobs/{job_id}"), ("delete", "/api/jobs/{job_id}"),
     ("get", "/api/kinds"),
+    ("get", "/api/sweeps"), ("get", "/api/sweeps/{sweep_id}"), ("get", "/api/sweeps/{sweep_id}/checkpoints/{filename}"),
 }
 MUTATING = {(m, p) for m, p in EXPECTED if m in ("post", "delete") and not p.endswith("/trace")}
 
