@@ -19,11 +19,16 @@ from dash import dcc, html
 DIFFUSE_ABOVE = 0.9
 SHARP_BELOW = 0.1
 
+# The engine's verdicts (analysis/reliance.py), as a person reads them
 VERDICT_TEXT = {
     "functional": "functional: the output needs memory",
-    "partial": "partial: memory helps, the bypass carries some",
+    "redundant": "redundant: memory and the bypass each do the task alone; removing both loses it",
+    "partial": "partial: memory carries part of the behaviour",
     "decorative": "decorative: memory can be removed",
+    "undetermined": "undetermined: the model is too close to chance to measure",
 }
+VERDICT_COLOURS = {"functional": "#1a9850", "redundant": "#4575b4", "partial": "#fdae61", "decorative": "#d73027",
+                   "undetermined": "#969696"}
 
 WEIGHT_SCALE = "Viridis"
 # explicit, so Python and plotly.js agree on the direction: blue negative, red positive

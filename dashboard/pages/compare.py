@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from dash import html
 
 from ..api import ApiClient
-from ..components import (axis, axis_key, axis_ref, base_layout, empty_figure, export_payload, figure, fmt, get_path,
+from ..components import (VERDICT_COLOURS, axis, axis_key, axis_ref, base_layout, empty_figure, export_payload, figure, fmt, get_path,
                           mean, subplot_title, verdict_badge)
 from . import jobpage
 from .jobpage import FigureCard
@@ -72,7 +72,7 @@ def comparison_figure(columns: Sequence[tuple[Mapping[str, Any], dict]]) -> dict
         return empty_figure("no reports")
     labels = [f"{c.get('name') or c['id']}<br>step {c.get('step', 0)}" for c, _ in columns]
     s = [x for _, x in columns]
-    colors = {"functional": "#1a9850", "partial": "#fdae61", "decorative": "#d73027"}
+    colors = VERDICT_COLOURS
     titles = ["reliance (95% CI)", "read entropy", "effective slots", "gradient memory / bypass"]
     gap = 0.07
     width = (1 - gap * 3) / 4
