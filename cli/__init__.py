@@ -20,6 +20,7 @@ COMMANDS = {
     "import": ("import_", "convert another project's checkpoint into mnemoscope's format"),
     "analyze": ("analyze", "does this checkpoint use its memory? ablations, patching, verdict"),
     "zoo": ("zoo", "rebuild the bundled model zoo from its recipes, or list it"),
+    "controls": ("controls", "build the control suite that calibrates the reliance verdict, or list it"),
 }
 COMMANDS_PACKAGE = f"{__name__}.commands"
 
