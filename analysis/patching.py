@@ -24,6 +24,13 @@ answer, in both directions: for denoising a high value means the site at t carri
 enough of the clean information to restore the answer; for noising a low value means
 the answer needs that site at t.
 
+Intervals and alignment (whole-site sweeps): each cell's 95% interval is a bootstrap over
+pairs (the pooled ratio recomputed on resampled pairs); `all_steps` patches a site at
+every timestep at once (how much the site carries in total); `aligned["item"]` and
+`aligned["answer"]` re-index the sweep by each pair's offset from its corrupted input
+step and from its first differing answer, so a peak is not smeared by where each pair's
+item happens to fall (absolute timesteps stay in `scores`).
+
 Batching: every (site, t[, element]) variant is a block of rows of one batch (the pair
 batch tiled once per variant) and one site function per site patches only its
 variants' rows at their timestep, so the whole sweep is one forward pass per chunk
@@ -52,6 +59,8 @@ from .sites import bypass_sites, check_compatible, check_sites, element_mask, ev
 
 Direction = Literal["denoise", "noise"]
 SCORE_NAME = "answer_logit_diff"
+ALL_STEPS = -1  # a variant's t when it patches every timestep at once
+N_BOOT = 500  # bootstrap samples over pairs for the intervals
 
 
 @dataclass
@@ -70,6 +79,15 @@ class PatchingResult(Result):
     score_name: str = SCORE_NAME
     skipped: int = 0  # variants not run because they cannot change the score (see the module doc)
     note: str = ""
+    # added (intervals and alignments; None for per-element sweeps): 95% bootstrap interval of
+    # each cell over pairs `[site, t, 2]`; the all-steps patch per site (every timestep at
+    # once) with its interval; and the sweep re-indexed by each pair's offset from its
+    # corrupted item and from its first differing answer (`aligned`, see `align`)
+    ci95: Tensor | None = None
+    all_steps: list[float] | None = None
+    all_steps_ci95: list[list[float]] | None = None
+    aligned: dict | None = None
+    n_boot: int = 0
 
     def to_dict(self) -> dict:
         d = super().to_dict()
@@ -92,6 +110,15 @@ class PatchingResult(Result):
                 entry["element_max"] = k % s.shape[1]
             else:
                 entry["t_max"] = k
+                # noising: the low cells are the news (the answer needs the site there)
+                low = int(torch.nan_to_num(s, nan=float("inf")).argmin())
+                entry["min"], entry["t_min"] = float(s[low]), low
+                if self.ci95 is not None:
+                    entry["ci95_at_max"] = [float(x) for x in self.ci95[i, k]]
+                    entry["ci95_at_min"] = [float(x) for x in self.ci95[i, low]]
+            if self.all_steps is not None:
+                entry["all_steps"] = self.all_steps[i]
+                entry["all_steps_ci95"] = self.all_steps_ci95[i]
             out[name] = entry
         return {
             "direction": self.direction,
@@ -132,19 +159,26 @@ class _Scorer:
         per_step = self.elems.reshape(self.elems.shape[0], self.elems.shape[1], -1).sum(dim=(0, 2))
         return int(per_step.nonzero().max())
 
-    def __call__(self, logits: Tensor) -> Tensor:
-        """logits `[k*B, T', out]` -> `[k]` scores, one per block of B rows; T' may stop
-        after the last scored step."""
+    @property
+    def pair_counts(self) -> Tensor:
+        """`[B]` scored elements of each pair."""
+        return self.elems.reshape(self.elems.shape[0], -1).sum(1)
+
+    def per_pair(self, logits: Tensor) -> Tensor:
+        """logits `[k*B, T', out]` -> `[k, B]` sums of the logit difference per pair (T' may
+        stop after the last scored step)."""
         B, T = self.elems.shape[0], logits.shape[1]
         lg = logits.reshape(-1, B, *logits.shape[1:])
         elems = self.elems[:, :T]
         if self.bits:
-            val = (lg * self.sign[:, :T] * elems).sum(dim=(1, 2, 3))
-        else:
-            gc = lg.gather(-1, self.tc[:, :T].expand(lg.shape[0], -1, -1).unsqueeze(-1)).squeeze(-1)
-            gk = lg.gather(-1, self.tk[:, :T].expand(lg.shape[0], -1, -1).unsqueeze(-1)).squeeze(-1)
-            val = ((gc - gk) * elems).sum(dim=(1, 2))
-        return val / self.count
+            return (lg * self.sign[:, :T] * elems).sum(dim=(2, 3))
+        gc = lg.gather(-1, self.tc[:, :T].expand(lg.shape[0], -1, -1).unsqueeze(-1)).squeeze(-1)
+        gk = lg.gather(-1, self.tk[:, :T].expand(lg.shape[0], -1, -1).unsqueeze(-1)).squeeze(-1)
+        return ((gc - gk) * elems).sum(dim=2)
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        """logits `[k*B, T', out]` -> `[k]` scores, one per block of B rows."""
+        return self.per_pair(logits).sum(1) / self.count
 
 
 @dataclass
@@ -163,6 +197,9 @@ class _Setup:
     T: int
     base_logits: Tensor
     elements: list[int] | None = field(default=None)
+    clean_pairs: Tensor | None = None  # [B] per-pair sums of the score, clean run
+    corr_pairs: Tensor | None = None  # [B] corrupted run
+    anchors: dict[str, Tensor] = field(default_factory=dict)  # {"item", "answer"}: [B] each pair's step
 
 
 def _setup(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] | None, direction: str,
@@ -197,15 +234,28 @@ def _setup(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] |
     clean_logits, clean_vals = forward(model, pair.clean.inputs, names)
     corr_logits, corr_vals = forward(model, pair.corrupted.inputs, names)
     s_clean, s_corr = float(scorer(clean_logits)[0]), float(scorer(corr_logits)[0])
+    clean_pairs, corr_pairs = scorer.per_pair(clean_logits)[0], scorer.per_pair(corr_logits)[0]
     if direction == "denoise":
         base_inputs, source, base_vals, base_logits = pair.corrupted.inputs, clean_vals, corr_vals, corr_logits
     else:
         base_inputs, source, base_vals, base_logits = pair.clean.inputs, corr_vals, clean_vals, clean_logits
     variants = [(i, t, (e if per_element is not None else None))
                 for i in range(len(names)) for t in range(T) for e in range(sizes[i])]
+    if per_element is None:  # and every step at once, per site
+        variants += [(i, ALL_STEPS, None) for i in range(len(names))]
     elements = list(range(max(sizes))) if per_element is not None else None
+    changed = (pair.clean.inputs != pair.corrupted.inputs)
+    changed = changed.reshape(B, T, -1).any(-1) if changed.dim() > 2 else changed
+    anchors = {"item": _first(changed), "answer": _first(pair.differs.bool() & pair.clean.mask.bool())}
     return _Setup(names, axis_pos, sizes, variants, base_inputs, source, base_vals, scorer, s_clean, s_corr,
-                  B, T, base_logits, elements)
+                  B, T, base_logits, elements, clean_pairs, corr_pairs, anchors)
+
+
+def _first(flags: Tensor) -> Tensor:
+    """`[B]` the first step flagged in each row (0 where none is)."""
+    T = flags.shape[1]
+    t = torch.arange(T).expand_as(flags)
+    return torch.where(flags, t, T).amin(1).clamp(max=T - 1)
 
 
 def _select(x: Tensor, axis_pos: int | None, e: int | None) -> Tensor:
@@ -217,15 +267,25 @@ def _select(x: Tensor, axis_pos: int | None, e: int | None) -> Tensor:
 
 def _is_noop(st: _Setup, i: int, t: int, e: int | None) -> bool:
     name = st.sites[i]
+    if t == ALL_STEPS:
+        return bool(torch.equal(st.source[name], st.base_vals[name]))
     src = _select(st.source[name][:, t], st.axis_pos[i], e)
     base = _select(st.base_vals[name][:, t], st.axis_pos[i], e)
     return bool(torch.equal(src, base))
 
 
-def _finish(st: _Setup, raw: Tensor, direction: str, per_element: str | None, skipped: int) -> PatchingResult:
+def _finish(st: _Setup, raw_pairs: Tensor, direction: str, per_element: str | None, skipped: int,
+            n_boot: int = N_BOOT, seed: int = 0) -> PatchingResult:
+    """Scores from the per-pair sums `raw_pairs` `[variant, B]`: the pooled recovery of each
+    cell, and (per_element None) its bootstrap interval over pairs, the all-steps patch and
+    the anchored views. Pooled over pairs the counts cancel: recovery =
+    sum_b (S_patched - S_corr) / sum_b (S_clean - S_corr), with pair weights w_b (1, or a
+    bootstrap sample's multiplicities)."""
+    raw = raw_pairs.sum(1) / st.scorer.count
     gap = st.s_clean - st.s_corr
     note = ""
-    if abs(gap) < 1e-6:
+    undefined = abs(gap) < 1e-6
+    if undefined:
         note = ("the clean and corrupted runs score the same, so recovery is undefined (NaN): the model does not "
                 "distinguish the two answers")
         scores = torch.full_like(raw, float("nan"))
@@ -237,21 +297,81 @@ def _finish(st: _Setup, raw: Tensor, direction: str, per_element: str | None, sk
         shape = (len(st.sites), st.T, max(st.sizes))
     out_s = torch.full(shape, float("nan"))
     out_r = torch.full(shape, float("nan"))
+    cell_of: dict[tuple[int, int], int] = {}
+    all_steps = [float("nan")] * len(st.sites)
     for v, (i, t, e) in enumerate(st.variants):
+        if t == ALL_STEPS:
+            all_steps[i] = float(scores[v])
+            continue
         idx = (i, t) if e is None else (i, t, e)
         out_s[idx] = scores[v]
         out_r[idx] = raw[v]
-    return PatchingResult(sites=st.sites, steps=st.T, direction=direction, per_element=per_element,
-                          elements=st.elements, scores=out_s, patched=out_r, score_clean=st.s_clean,
-                          score_corrupted=st.s_corr, pairs=st.B, positions=st.scorer.count, skipped=skipped,
-                          note=note)
+        cell_of[(i, t)] = v
+    result = PatchingResult(sites=st.sites, steps=st.T, direction=direction, per_element=per_element,
+                            elements=st.elements, scores=out_s, patched=out_r, score_clean=st.s_clean,
+                            score_corrupted=st.s_corr, pairs=st.B, positions=st.scorer.count, skipped=skipped,
+                            note=note)
+    if per_element is not None or undefined:
+        return result
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randint(0, st.B, (n_boot, st.B), generator=g)
+    weights = torch.zeros(n_boot, st.B).scatter_add_(1, idx, torch.ones(n_boot, st.B))  # [n_boot, B]
+    base = st.corr_pairs.double()
+    lift = raw_pairs.double() - base  # [V, B]
+    gap_pairs = st.clean_pairs.double() - base  # [B]
+    boot = _ratio(lift @ weights.double().T, gap_pairs[None] @ weights.double().T)  # [V, n_boot]
+    lo, hi = _quantiles(boot)
+    ci = torch.full((*shape, 2), float("nan"))
+    for (i, t), v in cell_of.items():
+        ci[i, t, 0], ci[i, t, 1] = min(lo[v], out_s[i, t]), max(hi[v], out_s[i, t])
+    result.ci95 = ci
+    alls = [v for v, (_, t, _) in enumerate(st.variants) if t == ALL_STEPS]
+    result.all_steps = all_steps
+    result.all_steps_ci95 = [[min(float(lo[v]), all_steps[k]), max(float(hi[v]), all_steps[k])]
+                             for k, v in enumerate(alls)]
+    result.n_boot = n_boot
+    result.aligned = {name: _aligned(st, lift, gap_pairs, cell_of, anchor, weights)
+                      for name, anchor in st.anchors.items()}
+    return result
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    return torch.where(den.abs() > 1e-9, num / torch.where(den.abs() > 1e-9, den, torch.ones_like(den)),
+                       torch.full_like(num, float("nan")))
+
+
+def _quantiles(x: Tensor) -> tuple[Tensor, Tensor]:
+    q = torch.nanquantile(x, torch.tensor([0.025, 0.975], dtype=x.dtype), dim=-1)
+    return q[0].float(), q[1].float()
+
+
+def _aligned(st: _Setup, lift: Tensor, gap_pairs: Tensor, cell_of: dict, anchor: Tensor, weights: Tensor) -> dict:
+    """Recovery by offset d from each pair's anchor (pair b patched at step anchor_b + d):
+    `offsets`, `scores` `[site, D]`, `ci95` `[site, D, 2]` and `pairs` `[D]`, the pairs whose
+    step anchor_b + d exists (the others are left out of that offset's ratio)."""
+    B, T = st.B, st.T
+    offsets = list(range(-int(anchor.max()), T - int(anchor.min())))
+    steps = anchor[None] + torch.tensor(offsets)[:, None]  # [D, B]
+    valid = (steps >= 0) & (steps < T)
+    cell = torch.tensor([[cell_of.get((i, t), -1) for t in range(T)] for i in range(len(st.sites))])  # [site, T]
+    v = cell[:, steps.clamp(0, T - 1)]  # [site, D, B]
+    vals = lift[v.clamp(min=0), torch.arange(B)] * (valid & (v >= 0))  # [site, D, B]
+    den = (gap_pairs * valid)  # [D, B]
+    point = _ratio(vals.sum(-1), den.sum(-1)[None])  # [site, D]
+    w = weights.double().T  # [B, n_boot]
+    lo, hi = _quantiles(_ratio(vals @ w, (den @ w)[None]))
+    ci = torch.stack([torch.minimum(lo, point.float()), torch.maximum(hi, point.float())], -1)
+    return {"offsets": offsets, "scores": point.float(), "ci95": ci, "pairs": valid.sum(1).tolist()}
 
 
 def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] | None = None, *,
                 direction: Direction = "denoise", per_element: str | None = None,
                 memory_budget_mb: float = 512, progress: Progress | None = None) -> PatchingResult:
     """The [site, timestep] (or [site, timestep, element]) matrix of normalised recovery,
-    every variant a block of rows of one batched forward pass per chunk.
+    every variant a block of rows of one batched forward pass per chunk. Without
+    per_element also each site patched at every step at once (`all_steps`), a 95%
+    bootstrap interval over pairs per cell (`ci95`), and the sweep re-indexed by each
+    pair's offset from its corrupted item and from its answer (`aligned`).
 
     sites: names or globs; default every memory-path site plus the bypass sites.
     per_element: an axis name ("head", "slot", ...) to patch its elements one at a time.
@@ -260,7 +380,8 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
     with evaluating(model):
         st = _setup(model, task, pair, sites, direction, per_element)
         report(progress, 0.05)
-        raw = torch.full((len(st.variants),), st.s_corr if direction == "denoise" else st.s_clean)
+        base = st.corr_pairs if direction == "denoise" else st.clean_pairs
+        raw = base[None].repeat(len(st.variants), 1)  # [V, B] per-pair sums; skipped variants keep the base's
         steps = _causal_horizon(model, st)
         todo = [v for v, (i, t, e) in enumerate(st.variants) if t < steps and not _is_noop(st, i, t, e)]
         inputs = st.base_inputs[:, :steps]
@@ -270,11 +391,12 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
             plan: dict[int, dict[int, list[tuple[int, int | None]]]] = {}
             for j, v in enumerate(chunk):
                 i, t, e = st.variants[v]
-                plan.setdefault(i, {}).setdefault(t, []).append((j * st.B, e))
+                for step in (range(steps) if t == ALL_STEPS else (t,)):
+                    plan.setdefault(i, {}).setdefault(step, []).append((j * st.B, e))
             ivs = [Intervention(st.sites[i], _patcher(st.source[st.sites[i]], by_t, st.axis_pos[i], st.B))
                    for i, by_t in plan.items()]
             logits, _ = forward(model, tile(inputs, len(chunk)), (), ivs)
-            raw[chunk] = st.scorer(logits)
+            raw[chunk] = st.scorer.per_pair(logits)
             report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
     report(progress, 1.0)
     return _finish(st, raw, direction, per_element, skipped=len(st.variants) - len(todo))
@@ -327,7 +449,7 @@ def patch_sweep_naive(model: SiteModel, task: Task, pair: PatchPair, sites: Sequ
     all_specs = specs(model)
     with evaluating(model):
         st = _setup(model, task, pair, sites, direction, per_element)
-        raw = torch.empty(len(st.variants))
+        raw = torch.empty(len(st.variants), st.B)
         for v, (i, t, e) in enumerate(st.variants):
             name = st.sites[i]
             spec = all_specs[name]
@@ -337,8 +459,8 @@ def patch_sweep_naive(model: SiteModel, task: Task, pair: PatchPair, sites: Sequ
                 value = lambda x, t_, s=src: fit(s[:, t_], x)  # noqa: E731
             else:
                 value = st.source[name]
-            iv = Intervention(name, value, steps=[t], elements=elements)
+            iv = Intervention(name, value, steps=None if t == ALL_STEPS else [t], elements=elements)
             logits, _ = forward(model, st.base_inputs, (), [iv])
-            raw[v] = st.scorer(logits)[0]
+            raw[v] = st.scorer.per_pair(logits)[0]
             report(progress, (v + 1) / len(st.variants))
     return _finish(st, raw, direction, per_element, skipped=0)

@@ -4,14 +4,19 @@ text rendering. This is what `mnemoscope analyze` prints and what the server ser
 One batch of `samples` sequences (`task.sample(samples, seed)`) feeds the trace, the
 reliance design (whose removals, first donor assignment, are the report's ablations),
 entropy, gradient flow and utilization; activation
-patching uses `min(samples, PATCH_PAIRS)` clean/corrupted pairs
-(`task.patch_pairs(n, seed + 1)`) and sweeps the read and bypass sites over every
-timestep.
+patching uses `PATCH_PAIRS` clean/corrupted pairs
+(`task.patch_pairs(n, seed + 1)`) and sweeps the read and bypass
+sites over every timestep in both directions (denoise: `patching`, noise:
+`patching_noise`), each cell with a 95% bootstrap interval over pairs, the all-steps patch
+per site, and the sweep aligned to each pair's corrupted item and answer
+(analysis/patching.py).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+import torch
 
 from ..models.sites import SiteModel
 from ..models.tasks.base import Task
@@ -26,7 +31,7 @@ from .sites import bypass_sites, check_compatible, read_sites, specs
 from .trace import run_trace
 from .utilization import UtilizationResult, utilization
 
-PATCH_PAIRS = 4
+PATCH_PAIRS = 16  # at least this many pairs, whatever `samples` is
 
 # (stage, share of the progress bar)
 _STAGES = (("trace", 0.05), ("reliance", 0.15), ("ablation", 0.2), ("patching", 0.35), ("entropy", 0.05),
@@ -48,6 +53,7 @@ class Report(Result):
     gradients: GradientResult
     utilization: UtilizationResult
     timings: dict[str, float] = field(default_factory=dict)
+    patching_noise: PatchingResult | None = None  # the same sweep, noising (the clean run patched)
 
     def to_dict(self) -> dict:
         d = {
@@ -58,7 +64,8 @@ class Report(Result):
             "metric": jsonable(self.metric),
             "reliance": self.reliance.to_dict(),
             "ablation": [_ablation_dict(a) for a in self.ablation],
-            "patching": _patching_dict(self.patching, self.patching_note),
+            "patching": {**_patching_dict(self.patching, self.patching_note),
+                         "noise": _patching_dict(self.patching_noise, self.patching_note)},
             "entropy": self.entropy.to_dict(),
             "gradients": self.gradients.to_dict(),
             "utilization": self.utilization.to_dict(),
@@ -84,7 +91,9 @@ def _patching_dict(p: PatchingResult | None, note: str) -> dict:
     if p is None:
         return {"summary": None, "note": note}
     return {"summary": jsonable(p.summary()), "sites": p.sites, "steps": p.steps, "direction": p.direction,
-            "scores": jsonable(p.scores), "note": p.note or note}
+            "scores": jsonable(p.scores), "note": p.note or note, "pairs": p.pairs,
+            "ci95": jsonable(p.ci95), "all_steps": jsonable(p.all_steps),
+            "all_steps_ci95": jsonable(p.all_steps_ci95), "aligned": jsonable(p.aligned)}
 
 
 def default_ablations(model: SiteModel) -> list[AblationSpec]:
@@ -121,12 +130,16 @@ def analyze(model: SiteModel, task: Task, *, samples: int = 32, seed: int = 0,
     abl = rel.ablations + timed("ablation", lambda: run_ablations(model, task, batch, default_ablations(model),
                                                                   seed=seed, progress=stage("ablation")))
     patch_sites = read_sites(model) + bypass_sites(model)
-    patching, note = None, ""
+    patching = noising = None
+    note = ""
     if patch_sites:
-        pair = task.patch_pairs(min(samples, PATCH_PAIRS), seed + 1)
+        pair = task.patch_pairs(PATCH_PAIRS, seed + 1)
+        lo, hi = bounds["patching"]
         try:
             patching = timed("patching", lambda: patch_sweep(model, task, pair, patch_sites,
-                                                             progress=stage("patching")))
+                                                             progress=sub_progress(progress, lo, (lo + hi) / 2)))
+            noising = timed("patching_noise", lambda: patch_sweep(
+                model, task, pair, patch_sites, direction="noise", progress=sub_progress(progress, (lo + hi) / 2, hi)))
         except ValueError as exc:  # e.g. pairs whose answers never differ
             note = str(exc)
     else:
@@ -149,6 +162,7 @@ def analyze(model: SiteModel, task: Task, *, samples: int = 32, seed: int = 0,
         ablation=abl,
         patching=patching,
         patching_note=note,
+        patching_noise=noising,
         entropy=ent,
         gradients=grads,
         utilization=util,
@@ -179,14 +193,30 @@ def render_text(r: Report) -> str:
         for a in r.ablation:
             lines.append(f"  {a.label:<{width}}  {a.metric_name} {_f(a.metric, 4)} ({a.metric_delta:+.3g})  "
                          f"dp {a.prob_change:.3f}  KL {_f(a.kl)}  flips {100 * a.flip_rate:.1f}%")
-    if r.patching is not None:
-        p = r.patching
-        lines.append(f"activation patching ({p.direction}, {p.pairs} pairs, recovery of the clean answer):")
+    for p in (r.patching, r.patching_noise):
+        if p is None:
+            continue
+        lines.append(f"activation patching ({p.direction}, {p.pairs} pairs, recovery of the clean answer, "
+                     f"95% CI over pairs):")
         for name, s in p.summary()["sites"].items():
-            lines.append(f"  {name}: max {_f(s['max'])} at t={s['t_max']}, mean over time {_f(s['mean'])}")
+            ext = "min" if p.direction == "noise" else "max"  # noising: where the answer needs the site
+            ci = s.get(f"ci95_at_{ext}")
+            at = f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
+            whole = (f"; all steps at once {_f(s['all_steps'])} [{_f(s['all_steps_ci95'][0])}, "
+                     f"{_f(s['all_steps_ci95'][1])}]") if s.get("all_steps") is not None else ""
+            lines.append(f"  {name}: {ext} {_f(s.get(ext))}{at} at t={s.get('t_' + ext)}, "
+                         f"mean over time {_f(s['mean'])}{whole}")
+            for anchor, view in (p.aligned or {}).items():
+                row = view["scores"][p.sites.index(name)]
+                if torch.isfinite(row).any():
+                    fill = float("inf") if ext == "min" else -float("inf")
+                    pick = torch.nan_to_num(row, nan=fill)
+                    k = int(pick.argmin() if ext == "min" else pick.argmax())
+                    lines.append(f"    aligned to the {'corrupted item' if anchor == 'item' else 'answer'}: "
+                                 f"{ext} {_f(float(row[k]))} at offset {view['offsets'][k]:+d}")
         if p.note:
             lines.append(f"  note: {p.note}")
-    elif r.patching_note:
+    if r.patching is None and r.patching_note:
         lines.append(f"activation patching: skipped ({r.patching_note})")
     if r.entropy.sites:
         lines.append("addressing entropy (normalised, 0 sharp .. 1 uniform):")

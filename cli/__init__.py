@@ -21,6 +21,7 @@ COMMANDS = {
     "analyze": ("analyze", "does this checkpoint use its memory? ablations, patching, verdict"),
     "zoo": ("zoo", "rebuild the bundled model zoo from its recipes, or list it"),
     "sweep": ("sweep", "train and analyse a grid of recipes over seeds: reliance curves over a knob"),
+    "controls": ("controls", "build the control suite that calibrates the reliance verdict, or list it"),
 }
 COMMANDS_PACKAGE = f"{__name__}.commands"
 

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cuts import check_cut, gates
 from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
 EPS = 1e-6  # keeps cosine similarity finite on all-zero words, and sharpening off 0 ** s
@@ -175,8 +176,10 @@ class DNCConfig:
     deallocation: bool = False  # ... erase content of freed slots
     sharpness: bool = False  # ... sharpness exponent on forward/backward weightings
     bypass_dropout: float = 0.0  # training only: drop h_t's path into the output layer per sequence
+    cut: str = "none"  # a path cut by construction, for control models (models/cuts.py)
 
     def __post_init__(self) -> None:
+        check_cut(self.cut)
         for name in ("input_size", "output_size", "controller_size", "memory_slots", "memory_width", "read_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -293,11 +296,13 @@ class DNC(SiteModel):
         if self.training and c.bypass_dropout > 0:
             p = c.bypass_dropout
             keep = (torch.rand(B, 1, device=x.device) >= p).to(x.dtype) / (1.0 - p)  # [B, 1]
+        mem_gate, byp_gate, reads_in = gates(c.cut, T, x)
 
         outs = []
         for t in range(T):
             h, cell = state_site(self, t, h, cell, layer_first=False)
-            h, cell = self.controller(torch.cat([x[:, t], reads.flatten(1)], dim=-1), (h, cell))  # [B, H]
+            fed = reads if reads_in else reads * 0  # a cut (models/cuts.py) keeps reads out of the controller
+            h, cell = self.controller(torch.cat([x[:, t], fed.flatten(1)], dim=-1), (h, cell))  # [B, H]
             i = self.split(self.interface(h))
 
             # -- write: usage -> allocation -> write weighting -> erase/add -----------------------
@@ -333,5 +338,5 @@ class DNC(SiteModel):
             h_out = self.site("controller.output", h, t)  # [B, H]
             if keep is not None:
                 h_out = h_out * keep
-            outs.append(self.head(torch.cat([h_out, reads.flatten(1)], dim=-1)))  # [B, out]
+            outs.append(self.head(torch.cat([h_out * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1)))
         return torch.stack(outs, dim=1)  # [B, T, out]

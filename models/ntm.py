@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cuts import check_cut, gates
 from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
 MEMORY_INITS = ("constant", "learned", "random")
@@ -44,8 +45,10 @@ class NTMConfig:
     memory_init: str = "constant"  # "constant" | "learned" | "random"
     head_activation: str = "standard"  # "standard" | "pytorch-ntm-2017"
     bypass_dropout: float = 0.0  # training only: drop h_t's path into the output layer per sequence
+    cut: str = "none"  # a path cut by construction, for control models (models/cuts.py)
 
     def __post_init__(self) -> None:
+        check_cut(self.cut)
         if self.memory_init not in MEMORY_INITS:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, not {self.memory_init!r}")
         if self.head_activation not in HEAD_ACTIVATIONS:
@@ -228,10 +231,12 @@ class NTM(SiteModel):
         if self.training and c.bypass_dropout > 0:
             # stochastic depth on the non-memory path, per sequence, rescaled
             keep = (torch.rand(B, 1, device=x.device) >= c.bypass_dropout).to(x.dtype) / (1 - c.bypass_dropout)
+        mem_gate, byp_gate, reads_in = gates(c.cut, T, x)
         outs = []
         for t in range(T):
             state = state_site(self, t, *state, layer_first=True)
-            h, state = self.controller(torch.cat([x[:, t], reads.flatten(1)], dim=-1), state)  # [B, H]
+            fed = reads if reads_in else reads * 0  # a cut (models/cuts.py) keeps reads out of the controller
+            h, state = self.controller(torch.cat([x[:, t], fed.flatten(1)], dim=-1), state)  # [B, H]
             p = self._heads(self.read_head, h, R, writes=False)
             w_read = address(memory, w_read, p["key"], p["beta"], p["gate"], p["s"], p["gamma"])
             w_read = self.site("memory.read_weights", w_read, t)  # [B, R, N]
@@ -248,5 +253,5 @@ class NTM(SiteModel):
             bypass = self.site("controller.output", h, t)  # the recurrence keeps the unedited h
             if keep is not None:
                 bypass = bypass * keep
-            outs.append(self.fc(torch.cat([bypass, reads.flatten(1)], dim=-1)))
+            outs.append(self.fc(torch.cat([bypass * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1)))
         return torch.stack(outs, dim=1)  # [B, T, out]

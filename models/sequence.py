@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import SlidingWindowAttention
+from .cuts import check_cut, gates
 from .linear_memory import LinearMemory
 from .sites import Intervention, SiteModel, SiteSpec, output_spec, prefixed
 
@@ -80,6 +81,7 @@ class SequenceConfig:
     # mlp blocks
     mlp_ratio: int = 4
     bypass_dropout: float = 0.0
+    cut: str = "none"  # a path cut by construction, for control models (models/cuts.py): memory/ssm or attention blocks
 
 
 class MLP(nn.Module):
@@ -145,6 +147,7 @@ class SequenceModel(SiteModel):
             raise ValueError("sequence model needs input_size (continuous input) or vocab_size (token ids)")
         if not 0.0 <= c.bypass_dropout < 1.0:
             raise ValueError(f"bypass_dropout must be in [0, 1), got {c.bypass_dropout}")
+        check_cut(c.cut)
         self.embed = nn.Embedding(c.vocab_size, c.d_model) if c.vocab_size is not None else nn.Linear(c.input_size, c.d_model)
         self.layers = nn.ModuleList(Block(kind, self._mixer(kind), c.d_model, c.norm) for kind in c.blocks)
         self.norm_f = nn.RMSNorm(c.d_model, eps=1e-5) if c.norm == "rms" else nn.LayerNorm(c.d_model)
@@ -213,10 +216,14 @@ class SequenceModel(SiteModel):
             if x.shape[-1] != c.input_size:
                 raise ValueError(f"expected inputs [B, T, {c.input_size}], got {tuple(x.shape)}")
             h = self.embed(x)
+        mem_gate, byp_gate, _ = gates(c.cut, h.shape[1], h)
         for i, block in enumerate(self.layers):
             r = block.mixer(block.norm(h), self.scope(f"layers.{i}"))  # [B, T, d]
             if self.training and c.bypass_dropout > 0 and block.kind not in MEMORY_BLOCKS:
                 keep = (torch.rand(r.shape[0], 1, 1, device=r.device) >= c.bypass_dropout).to(r.dtype)
                 r = r * keep / (1.0 - c.bypass_dropout)
-            h = h + self.site_seq(out_site(i, block.kind), r)
+            r = self.site_seq(out_site(i, block.kind), r)
+            if c.cut != "none" and block.kind != "mlp":  # after the site: the cut holds under any ablation
+                r = r * (mem_gate if block.kind in MEMORY_BLOCKS else byp_gate)[:, None]
+            h = h + r
         return self.head(self.norm_f(h))  # [B, T, out]

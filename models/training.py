@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from .checkpoints import save_checkpoint
-from .sites import SiteModel, Trace, hooks
+from .sites import Intervention, SiteModel, Trace, hooks
 from .tasks.base import Batch, Task
 
 ExtraLoss = Callable[[SiteModel, Batch, Tensor, "Trace | None"], Tensor]
@@ -63,6 +63,8 @@ CurriculumFn = Callable[[int, int], dict]
 # keeps training batches (seed * _SEED_STRIDE + step) apart from the eval batch
 _SEED_STRIDE = 1_000_003
 DEFAULT_EVAL_SEED = 2**31 - 1
+PATH_DROPOUT_MODES = ("zero", "mean")
+PATH_DROPOUT_PER = ("sequence", "batch")
 
 
 @dataclass
@@ -147,6 +149,17 @@ class TrainConfig:
     checkpoint_every: int | None = None
     name: str | None = None
 
+    # -- path dropout: {role: p} removes the sites of that role (SiteSpec.role: "memory",
+    #    "bypass", ...) for a share p of the training sequences (`path_dropout_per="sequence"`)
+    #    or of the batches ("batch"), through the site contract: replaced by zero
+    #    (`path_dropout_mode="zero"`) or by their mean over the batch at each step ("mean").
+    #    The roles' draws exclude each other (a sequence loses at most one role; the shares
+    #    add up to at most 1), so e.g. {"memory": 0.4, "bypass": 0.4} trains each path to do
+    #    the task alone: the redundant control of models/controls.py. Training only.
+    path_dropout: dict = field(default_factory=dict)
+    path_dropout_mode: str = "zero"
+    path_dropout_per: str = "sequence"
+
     # -- where and how: "cpu", "cuda", "cuda:N" or "auto"; a tqdm progress bar.
     device: str | torch.device = "cpu"
     progress: bool = True
@@ -161,6 +174,13 @@ class TrainConfig:
                 raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
             if self.out_dir is None:
                 raise ValueError("checkpoint_every needs out_dir: where should the checkpoints go?")
+        shares = dict(self.path_dropout or {})
+        if any(not 0.0 <= float(p) <= 1.0 for p in shares.values()) or sum(map(float, shares.values())) > 1.0:
+            raise ValueError(f"path_dropout shares must each be in [0, 1] and add up to at most 1, got {shares}")
+        if self.path_dropout_mode not in PATH_DROPOUT_MODES:
+            raise ValueError(f"path_dropout_mode must be one of {PATH_DROPOUT_MODES}, not {self.path_dropout_mode!r}")
+        if self.path_dropout_per not in PATH_DROPOUT_PER:
+            raise ValueError(f"path_dropout_per must be one of {PATH_DROPOUT_PER}, not {self.path_dropout_per!r}")
 
 
 @dataclass
@@ -286,6 +306,7 @@ class _Run:
         self.eval_task = _with_params(task, config.eval_params or {})
         self.eval_batch = self.eval_task.sample(config.eval_size, seed=config.eval_seed).to(self.device)
         self.tasks: dict[tuple, Task] = {(): task}  # the task under each curriculum override
+        self.dropped_sites = _role_sites(model, config.path_dropout)
         self.saved_config = _saved_config(config, self.device, extra_loss, self.record)
         self.history: list[dict] = []
         self.checkpoints: list[Path] = []
@@ -306,8 +327,9 @@ class _Run:
 
         self.model.train()
         trace = None
-        if self.extra_loss is not None or self.record:
-            with hooks(self.model, record=self.record, keep_grad=True) as trace:
+        dropped = self.path_dropout(batch.inputs.shape[0])
+        if self.extra_loss is not None or self.record or dropped:
+            with hooks(self.model, record=self.record, interventions=dropped, keep_grad=True) as trace:
                 logits = self.model(batch.inputs)
         else:
             logits = self.model(batch.inputs)
@@ -334,6 +356,23 @@ class _Run:
         w.extra_loss += extra_value.item() if extra_value is not None else 0.0
         w.grad_norm += float(grad_norm)
         w.n += 1
+
+    def path_dropout(self, B: int) -> list[Intervention]:
+        """This step's removals: one uniform draw per sequence (or one per batch) picks at
+        most one role whose sites it loses (TrainConfig.path_dropout)."""
+        if not self.dropped_sites:
+            return []
+        per_batch = self.config.path_dropout_per == "batch"
+        u = torch.rand(1 if per_batch else B).expand(B)  # torch's RNG, seeded by config.seed
+        value = 0.0 if self.config.path_dropout_mode == "zero" else _batch_mean
+        out, low = [], 0.0
+        for role, sites in self.dropped_sites.items():
+            share = float(self.config.path_dropout[role])
+            rows = ((u >= low) & (u < low + share)).to(self.device)
+            low += share
+            if rows.any():
+                out += [Intervention(name, value, rows=rows) for name in sites]
+        return out
 
     def evaluate(self, step: int, overrides: dict) -> dict:
         """A history entry: the window's mean training numbers and the eval batch's metric."""
@@ -386,6 +425,26 @@ class _Run:
         )
 
 
+def _role_sites(model: SiteModel, shares: dict) -> dict[str, list[str]]:
+    """{role: the model's sites of that role} for each role with a positive share."""
+    specs = model.site_specs()
+    out = {}
+    for role, share in (shares or {}).items():
+        if float(share) <= 0:
+            continue
+        sites = [n for n, s in specs.items() if s.role == role]
+        if not sites:
+            roles = sorted({s.role for s in specs.values() if s.role})
+            raise ValueError(f"path_dropout: the model has no sites of role {role!r}; its roles are {roles}")
+        out[role] = sites
+    return out
+
+
+def _batch_mean(value: Tensor, t: int) -> Tensor:
+    """A site's value at one step replaced by its mean over the batch (mean ablation)."""
+    return value.mean(0, keepdim=True).expand_as(value)
+
+
 def _saved_config(config: TrainConfig, device: torch.device, extra_loss, record: list[str]) -> dict:
     """The training options as checkpoints record them (`extra["train"]`)."""
     return {
@@ -395,6 +454,8 @@ def _saved_config(config: TrainConfig, device: torch.device, extra_loss, record:
         "curriculum": _describe(config.curriculum), "eval_size": config.eval_size,
         "eval_params": config.eval_params or {}, "eval_seed": config.eval_seed, "device": str(device),
         "extra_loss": _describe(extra_loss), "record": list(record),
+        "path_dropout": dict(config.path_dropout or {}), "path_dropout_mode": config.path_dropout_mode,
+        "path_dropout_per": config.path_dropout_per,
     }
 
 

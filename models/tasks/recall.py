@@ -13,7 +13,7 @@ from torch import Tensor
 
 from . import register_task
 from .base import Batch, BitsTask, ClassesTask, PatchPair, generator
-from .copy import MAX_BITS, MAX_LENGTH, _check_n, _differs, _randint, _random_bits
+from .copy import MAX_BITS, MAX_LENGTH, _check_n, _differs, _lengths, _random_bits
 from .params import TaskParams, param
 
 _MAX_REDRAWS = 10_000
@@ -26,7 +26,7 @@ MAX_ITEMS = 1024  # drawing K distinct items compares each with the ones before:
 class AssociativeRecallParams(TaskParams):
     bits: int = param(6, 1, MAX_BITS, "bit channels per item row")
     item_length: int = param(3, 1, MAX_LENGTH, "rows per item")
-    min_items: int = param(2, 2, MAX_ITEMS, "fewest items K in the list; one K per batch, uniform in the range")
+    min_items: int = param(2, 2, MAX_ITEMS, "fewest items K in the list; K drawn per sequence, covering the range")
     max_items: int = param(6, 2, MAX_ITEMS, "most items K in the list")
 
     def check(self) -> None:
@@ -54,10 +54,13 @@ class AssociativeRecall(BitsTask):
     Input channels `bits + 2`. Each item is `item_length` rows of random bits preceded
     by a delimiter row (channel `bits`). Then a query delimiter row (channel `bits + 1`),
     a copy of item q, another query delimiter row, and `item_length` rows of zeros
-    during which the target is item q+1. T = K*(item_length+1) + 2 + 2*item_length;
-    targets `[B, T, bits]`, mask True on the last `item_length` rows. One K per batch
-    (uniform in [min_items, max_items]); q uniform in [0, K-2] per sequence. Items in a
-    sequence are distinct.
+    during which the target is item q+1. A sequence of K items has
+    T_K = K*(item_length+1) + 2 + 2*item_length steps; targets `[B, T, bits]`, mask True
+    on its last `item_length` rows. K is drawn per sequence so that a batch covers
+    [min_items, max_items] (copy's `_lengths`: every count n/(range) times, up to one);
+    shorter sequences are padded at the end to T = T_max(K) (inputs, targets and mask zero
+    there), which no causal model's scored outputs can see. q is uniform in [0, K-2] per
+    sequence. Items in a sequence are distinct.
 
     bits=2, item_length=1, K=3, q=0 (item 0 = 10, item 1 = 01, item 2 = 11):
 
@@ -100,13 +103,13 @@ class AssociativeRecall(BitsTask):
                 raise RuntimeError("associative_recall: could not draw distinct items")
         return items
 
-    def _sample(self, n: int, g: torch.Generator) -> tuple[Batch, Tensor, Tensor]:
+    def _sample(self, n: int, g: torch.Generator) -> tuple[Batch, Tensor, Tensor, Tensor]:
         _check_n(n)
         p = self.params
-        K = _randint(g, p.min_items, p.max_items)
-        items = self._distinct_items(g, n, K)
-        q = torch.randint(0, K - 1, (n,), generator=g)
-        return self._layout(items, q), items, q
+        counts = _lengths(g, n, p.min_items, p.max_items)  # [B] items per sequence
+        items = self._distinct_items(g, n, int(counts.max()))  # past a sequence's count: unused
+        q = (torch.rand(n, generator=g, dtype=torch.float64) * (counts - 1)).floor().long()  # [0, K-2]
+        return self._layout(items, q, counts), items, q, counts
 
     @staticmethod
     def steps(K: int, item_length: int) -> int:
@@ -116,23 +119,40 @@ class AssociativeRecall(BitsTask):
     def max_steps(self) -> int:
         return self.steps(self.params.max_items, self.params.item_length)
 
-    def _layout(self, items: Tensor, q: Tensor) -> Batch:
-        B, K, IL, bits = items.shape
-        T = self.steps(K, IL)
+    def _layout(self, items: Tensor, q: Tensor, counts: Tensor) -> Batch:
+        """Sequence b lists its first `counts[b]` items, then queries item q[b]."""
+        B, _, IL, bits = items.shape
+        T = self.steps(int(counts.max()), IL)
         ar = torch.arange(B)
+        t = torch.arange(T)[None]  # [1, T]
+        qs = counts[:, None] * (IL + 1)  # [B, 1] first query delimiter
+        listed = t < qs
+        slot, row = (t // (IL + 1)).clamp(max=items.shape[1] - 1), t % (IL + 1)  # item and row within it
         inputs = torch.zeros(B, T, bits + 2)
-        listed = inputs[:, : K * (IL + 1)].view(B, K, IL + 1, bits + 2)
-        listed[:, :, 0, bits] = 1.0
-        listed[:, :, 1:, :bits] = items
-        qs = K * (IL + 1)  # first query delimiter
-        inputs[:, qs, bits + 1] = 1.0
-        inputs[:, qs + 1 : qs + 1 + IL, :bits] = items[ar, q]
-        inputs[:, qs + 1 + IL, bits + 1] = 1.0
-        targets = torch.zeros(B, T, bits)
-        targets[:, T - IL :] = items[ar, q + 1]
-        mask = torch.zeros(B, T, dtype=torch.bool)
-        mask[:, T - IL :] = True
+        inputs[..., bits] = (listed & (row == 0)).float()
+        item_rows = items[ar[:, None], slot.expand(B, T), (row - 1).clamp(min=0).expand(B, T)]  # [B, T, bits]
+        inputs[..., :bits] = item_rows * (listed & (row > 0))[..., None]
+        inputs[..., bits + 1] = ((t == qs) | (t == qs + 1 + IL)).float()
+        in_query = (t > qs) & (t <= qs + IL)
+        query_rows = items[ar, q][ar[:, None], (t - qs - 1).clamp(0, IL - 1)]  # [B, T, bits]
+        inputs[..., :bits] += query_rows * in_query[..., None]
+        end = qs + 2 + 2 * IL  # [B, 1] each sequence's own T
+        mask = (t >= end - IL) & (t < end)
+        answer = items[ar, q + 1][ar[:, None], (t - (end - IL)).clamp(0, IL - 1)]
+        targets = answer * mask[..., None]
         return Batch(inputs, targets, mask)
+
+    def position_roles(self, batch: Batch) -> Tensor:
+        """`[B, T]` ids, equal where two sequences' positions play the same part: list row
+        t (phase 0), then the query section counted from its first delimiter (phase 1, so
+        queries and answers align across item counts), then padding (phase 2)."""
+        B, T = batch.mask.shape
+        t = torch.arange(T).expand(B, T)
+        qs = batch.inputs[..., self.params.bits + 1].argmax(1, keepdim=True)  # first query delimiter
+        end = qs + 2 + 2 * self.params.item_length
+        phase = torch.where(t < qs, 0, torch.where(t < end, 1, 2))
+        ordinal = torch.where(t < qs, t, torch.where(t < end, t - qs, t - end))
+        return phase * T + ordinal
 
     def sample(self, n: int, seed: int) -> Batch:
         return self._sample(n, generator(seed))[0]
@@ -142,7 +162,7 @@ class AssociativeRecall(BitsTask):
         the list by a new item distinct from every item of the sequence, so the query
         is unchanged and the answer changes."""
         g = generator(seed)
-        clean, items, q = self._sample(n, g)
+        clean, items, q, counts = self._sample(n, g)
         ar = torch.arange(n)
         new = self._draw_item(g, n)
         for _ in range(_MAX_REDRAWS):
@@ -154,7 +174,7 @@ class AssociativeRecall(BitsTask):
             raise RuntimeError("associative_recall: could not draw a distinct replacement item")
         changed = items.clone()
         changed[ar, q + 1] = new
-        corrupted = self._layout(changed, q)
+        corrupted = self._layout(changed, q, counts)
         return PatchPair(clean, corrupted, _differs(clean, corrupted))
 
     def chance(self, batch: Batch | None = None) -> float:

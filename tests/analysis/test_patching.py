@@ -6,6 +6,7 @@ import torch
 
 from mnemoscope.analysis.patching import patch_sweep, patch_sweep_naive
 from mnemoscope.models.tasks import make_task
+from mnemoscope.models.tasks.base import PatchPair
 
 
 def _max_diff(a, b):
@@ -90,3 +91,30 @@ def test_errors(make_model, task):
     pair.differs = torch.zeros_like(pair.differs)
     with pytest.raises(ValueError, match="nothing to recover"):
         patch_sweep(m, task, pair)
+
+
+def test_intervals_all_steps_and_alignment(ntm):
+    """Each cell's interval holds its value; the all-steps patch matches the naive
+    every-step intervention; the answer-aligned view puts every pair's answer at offset 0."""
+    task = make_task("copy", min_length=2, max_length=5)
+    pair = task.patch_pairs(8, 3)
+    sites = ["memory.read", "controller.output"]
+    fast = patch_sweep(ntm, task, pair, sites)
+    slow = patch_sweep_naive(ntm, task, pair, sites)
+    assert fast.all_steps == pytest.approx(slow.all_steps, abs=1e-5)
+    finite = torch.isfinite(fast.scores)
+    lo, hi = fast.ci95[..., 0], fast.ci95[..., 1]
+    assert ((lo[finite] <= fast.scores[finite] + 1e-6) & (fast.scores[finite] <= hi[finite] + 1e-6)).all()
+    assert (hi - lo)[finite].max() > 0  # pairs differ: the intervals have width
+    view = fast.aligned["answer"]
+    zero = view["offsets"].index(0)
+    assert view["pairs"][zero] == 8
+    # one pair alone: its aligned value at offset d is its own cell at answer + d
+    one = patch_sweep(ntm, task, PatchPair(pair.clean.select([0]), pair.corrupted.select([0]), pair.differs[:1]),
+                      sites)
+    a = int(one.aligned["answer"]["offsets"].index(0))
+    t0 = int(pair.differs[0].float().argmax())
+    assert torch.allclose(one.aligned["answer"]["scores"][:, a], one.scores[:, t0], atol=1e-5, equal_nan=True)
+    item = fast.aligned["item"]
+    assert len(item["offsets"]) == item["scores"].shape[1]
+    assert json.dumps(fast.to_dict())  # JSON-able
