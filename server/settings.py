@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     worker_nice: int = Field(5, ge=0, le=19, description="workers run at lower CPU priority so the API stays responsive")
     dashboard: bool = Field(True, description="mount the dashboard at /dashboard/ when it is installed")
 
+    # uploads get their verdict without a click, as the zoo's do
+    auto_analyze: bool = Field(True, description="queue a report job (the reliance verdict) for every new upload")
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value):
