@@ -170,6 +170,27 @@ def verdict_badge(verdict: str | None, score: float | None = None, ci: Sequence[
     return html.Span(text, className=f"ms-badge ms-badge-{verdict}", title=VERDICT_TEXT.get(verdict, verdict))
 
 
+def warnings_row(report: Mapping[str, Any] | None, element_id: str | None = None) -> html.Ul | None:
+    """The verdict's warnings (collapsed memory and the like), one sentence each, where a
+    flat heatmap or a high score needs them; nothing when the report has none.
+
+    The place for `report["reliance"]["warnings"]`, which the verdict rewrite adds: until
+    a server sends them this renders nothing."""
+    reliance = (report or {}).get("reliance") if isinstance(report, Mapping) else None
+    warnings = [w for w in ((reliance or {}).get("warnings") or []) if w]
+    if not warnings:
+        return None
+    items = [html.Li(_sentence(w)) for w in warnings]
+    return html.Ul(items, className="ms-warnings", role="note", **({"id": element_id} if element_id else {}))
+
+
+def _sentence(warning: Any) -> str:
+    """A warning as text: a sentence, or an object carrying one ("text" or "message")."""
+    if isinstance(warning, Mapping):
+        return str(warning.get("text") or warning.get("message") or warning.get("code") or warning)
+    return str(warning)
+
+
 def error_box(message: str | None) -> html.Div | None:
     if not message:
         return None
@@ -272,7 +293,8 @@ def fmt(value: Any, digits: int = 3) -> str:
         return "n/a"
     if x != 0 and (abs(x) < 10 ** -digits or abs(x) >= 10 ** 6):
         return f"{x:.{digits}g}" if abs(x) >= 10 ** 6 else f"{x:.2e}"
-    return f"{x:.{digits}f}"
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # never "-0.00"
 
 
 def fmt_bytes(n: Any) -> str:

@@ -211,6 +211,8 @@
     });
   }
 
+  var latestWait = null;
+
   var ns = {
     // scrub(t, bundle, matrix) -> [weights@t, matrix@t, attention@t, label]; the cursor
     // on the whole-sequence graphs moves as a side effect (placeCursors)
@@ -251,6 +253,17 @@
         if (typeof x === "number" && isFinite(x)) { return Math.max(0, Math.min(bundle.T - 1, Math.round(x))); }
       }
       return NO();
+    },
+
+    // nextPoll(wait) -> a tick POLL_MS after the last poll's answer arrived. Only the
+    // newest wait key fires: a Run pressed while a tick is pending starts one new chain,
+    // never two (polls that overlap are what Dash drops).
+    nextPoll: function (wait) {
+      if (!wait || !wait.key) { return NO(); }
+      latestWait = wait.key;
+      return new Promise(function (resolve) {
+        setTimeout(function () { resolve(latestWait === wait.key ? wait.key : NO()); }, wait.ms || 400);
+      });
     },
 
     togglePlay: function (n, disabled) {

@@ -76,7 +76,7 @@ def test_table_lists_checkpoints_with_badges_and_links(fake_api):
     text = str(table.to_plotly_json())
     assert "ms-badge-functional" in text and "not analysed" in text
     assert "/dashboard/explore?checkpoint=c1" in text and "/dashboard/ablate?checkpoint=c2" in text
-    assert out["poll_disabled"] is True and out["export"]["csv"].startswith("id,name,arch")
+    assert out["poll_disabled"] is True and out["export"]["csv"].startswith("id,name,file_name,arch")
 
 
 def test_delete_and_analyze(fake_api):
@@ -138,15 +138,15 @@ def test_limits_come_from_the_server(fake_api):
     with pytest.raises(ValueError, match="sequences must be at most 64"):
         ablate.ablation_body(kinds, ["m"], "zero", "all", 100, 0)
     # the boot callback bounds the inputs and fills in defaults, keeping what the URL gave
-    options, error, *bounds = jobpage.boot_step(ablate.PAGE, fake_api(kinds=kinds), {}, ["12", None])
+    options, error, *bounds, _autorun = jobpage.boot_step(ablate.PAGE, fake_api(kinds=kinds), {}, ["12", None])
     assert error is None and bounds == [2, 64, "12", 0, 2**31 - 1, 0]
-    _, error, *bounds = jobpage.boot_step(patch.PAGE, fake_api(), {}, [None, None])
+    _, error, *bounds, _autorun = jobpage.boot_step(patch.PAGE, fake_api(), {}, [None, None])
     assert bounds == [1, 256, 8, 0, 2**31 - 1, 0]
 
 
 def test_unreachable_limits_are_a_sentence(fake_api):
     api = fake_api(fail={"kinds": "cannot reach the mnemoscope API at http://127.0.0.1:9"})
-    _, error, *bounds = jobpage.boot_step(gradients.PAGE, api, {}, ["4", None])
+    _, error, *bounds, _autorun = jobpage.boot_step(gradients.PAGE, api, {}, ["4", None])
     assert "cannot reach" in str(error.to_plotly_json()) and bounds == [None, None, "4", None, None, None]
     out = step(gradients, api, "run", ["c1"], 4, 0)
     assert "cannot reach" in out["error"] and not api.started
