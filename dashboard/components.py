@@ -84,6 +84,32 @@ def axis(**kw: Any) -> dict:
     return {**AXIS, **kw}
 
 
+def log_ticks(values: Iterable[Any]) -> dict:
+    """Tick values and labels for a log axis over `values`: round numbers (1, 2, 5 times a
+    power of ten; every digit where the data spans less than that), labelled briefly.
+    Plotly's own picks over a short range are odd values (0.159, 0.294, 0.487) whose
+    labels crowd each other."""
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v)) and float(v) > 0]
+    if not vals:
+        return {}
+    lo, hi = min(vals), max(vals)
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+                 for m in mantissas]
+        inside = [t for t in ticks if lo / 1.0001 <= t <= hi * 1.0001]
+        if len(inside) >= 3:
+            break
+    below = [t for t in ticks if t < lo]
+    above = [t for t in ticks if t > hi]
+    # one round value beyond the data on each side, so the ends carry labels too
+    shown = ([below[-1]] if below else []) + inside + ([above[0]] if above else [])
+    if len(inside) > 7:  # many decades: every decade only
+        shown = [t for t in shown if math.isclose(t / 10.0 ** math.floor(math.log10(t) + 1e-9), 1.0)]
+    return {"tickvals": shown, "ticktext": [f"{t:.3g}" for t in shown],
+            "range": [math.log10(shown[0]), math.log10(shown[-1])]}
+
+
 def stack_domains(n: int, gap: float = 0.06, weights: Sequence[float] | None = None) -> list[tuple[float, float]]:
     """Vertical domains for n stacked subplots, top first (paper coordinates)."""
     weights = list(weights or [1.0] * n)

@@ -286,7 +286,7 @@ def test_compare_side_by_side(fake_api):
     assert bars[0]["y"] == [0.1, 0.9] and bars[3]["y"] == [0.05, 0.7]
     assert bars[0]["error_y"]["array"] == [pytest.approx(0.05), pytest.approx(0.05)]
     rows = out["export"]["csv"].splitlines()
-    assert rows[0].startswith("checkpoint_id,name,step,verdict,score") and len(rows) == 3
+    assert rows[0].startswith("checkpoint_id,name,file_name,step,verdict,score") and len(rows) == 3
 
 
 def test_summarise_tolerates_missing_sections():
