@@ -167,7 +167,7 @@ def test_ablate_runs_two_jobs_and_shows_the_verdict(fake_api):
     assert [(s["x0"], s["x1"]) for s in metric["layout"]["shapes"]] == [(1.5, 3.5)]  # the ablated steps
     assert out["change"]["data"][0]["y"] == [0.0, 0.0, 0.4, 0.4]
     assert "1.0000 → 3.0000 (+2.0000)" in str(out["summary"].to_plotly_json())
-    assert out["export"]["csv"].splitlines()[0] == "t,metric_clean,metric_ablated,prob_change,flip_rate,kl"
+    assert out["export"]["csv"].splitlines()[0] == "t,metric_clean,metric_ablated,prob_change,flip_rate,kl,scored_positions"
 
 
 def test_ablate_form_errors_are_messages(fake_api):
