@@ -279,15 +279,17 @@
       return NO();
     },
 
-    // nextPoll(wait) -> a tick POLL_MS after the last poll's answer arrived. Only the
-    // newest wait key fires: a Run pressed while a tick is pending starts one new chain,
-    // never two (polls that overlap are what Dash drops).
+    // nextPoll(wait): POLL_MS after the last poll's answer arrived, a new tick into
+    // wait.target (set_props, outside the callback graph: Dash refuses callback loops).
+    // Only the newest wait key fires: a Run pressed while a tick is pending starts one
+    // new chain, never two (polls that overlap are what Dash drops).
     nextPoll: function (wait) {
-      if (!wait || !wait.key) { return NO(); }
+      if (!wait || !wait.key || !wait.target) { return ""; }
       latestWait = wait.key;
-      return new Promise(function (resolve) {
-        setTimeout(function () { resolve(latestWait === wait.key ? wait.key : NO()); }, wait.ms || 400);
-      });
+      setTimeout(function () {
+        if (latestWait === wait.key) { setProps(wait.target, { data: wait.key }); }
+      }, wait.ms || 400);
+      return "";
     },
 
     togglePlay: function (n, disabled) {

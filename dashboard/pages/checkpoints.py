@@ -37,6 +37,7 @@ def layout(params: Mapping[str, str], context=None) -> html.Div:
             dcc.Store(id="checkpoints-reports", data={}),
             dcc.Store(id="checkpoints-poll"),  # the tick, asked for after each answer (jobpage's module doc)
             dcc.Store(id="checkpoints-wait"),
+            html.Span(id="checkpoints-wait-sink", hidden=True),
             dcc.Store(id="upload-state"),
             dcc.Store(id="upload-done"),
             html.Div(
@@ -294,12 +295,12 @@ def register(app, context) -> None:
             return no_update, no_update, no_update, no_update, no_update, no_update
         with context.client(token) as api:
             out = table_step(api, context, trigger, jobs, reports)
-        wait = None if out["poll_disabled"] else {**next_wait(False), "ms": POLL_MS * 2}
+        wait = next_wait(out["poll_disabled"], "checkpoints-poll", POLL_MS * 2)
         return out["table"], out["jobs"], wait, error_box(out["error"]), out["export"], out["reports"]
 
     app.clientside_callback(
         ClientsideFunction("mnemoscope", "nextPoll"),
-        Output("checkpoints-poll", "data"),
+        Output("checkpoints-wait-sink", "children"),
         Input("checkpoints-wait", "data"),
         prevent_initial_call=True,
     )

@@ -9,7 +9,7 @@ module builds the layout around it and registers its callbacks.
 Polling asks once per tick for the whole batch (GET /api/jobs filtered to the batch's
 checkpoint or kind), not once per job; results are fetched once, when every job is done.
 A tick is asked for only after the previous answer has arrived (assets/mnemoscope.js
-`nextPoll`), never by a free-running timer: Dash drops the answer of a callback that a
+`nextPoll` sets the `poll` store a moment later), never by a free-running timer: Dash drops the answer of a callback that a
 newer call of it overtakes, so with a timer a poll slower than the interval (ten results
 to fetch on a busy server) was always overtaken and the page never heard the jobs end.
 
@@ -151,7 +151,8 @@ def page_layout(page: JobPage, params: Mapping[str, str]) -> html.Div:
             *[html.Div(row, className="ms-controls") for row in rows],
             dcc.Store(id=page.id("jobs")),
             dcc.Store(id=page.id("poll")),  # the tick: a new value asks for the next poll
-            dcc.Store(id=page.id("wait")),  # {"key", "ms"} while jobs run: ask for the next tick
+            dcc.Store(id=page.id("wait")),  # {"key", "ms", "target"} while jobs run: ask for the next tick
+            html.Span(id=page.id("wait-sink"), hidden=True),
             dcc.Store(id=page.id("autorun")),  # set on load when the URL says run=1
             dcc.Store(id=page.id("ran")),  # "1" once a result is shown: the URL's run=1
             html.Div(progress_view(None), id=page.id("progress"), className="ms-progress-wrap"),
@@ -344,9 +345,10 @@ def boot_step(page: JobPage, api: ApiClient, boot: Mapping | None, values: Seque
     return (*page_boot(api, boot, page.number_fields, values, multi=page.multi), autorun)
 
 
-def next_wait(poll_disabled: bool) -> dict | None:
-    """The `wait` store: a fresh key asks assets/mnemoscope.js for one more tick."""
-    return None if poll_disabled else {"key": uuid.uuid4().hex, "ms": POLL_MS}
+def next_wait(poll_disabled: bool, target: str, ms: int = POLL_MS) -> dict | None:
+    """The `wait` store: a fresh key asks assets/mnemoscope.js for one more tick in the
+    store `target`, `ms` from now."""
+    return None if poll_disabled else {"key": uuid.uuid4().hex, "ms": ms, "target": target}
 
 
 # -- callbacks --------------------------------------------------------------------------------
@@ -390,13 +392,13 @@ def register(app, context, page: JobPage) -> None:
         *form, state, token = rest
         with context.client(token) as api:
             out = run_step(page, api, ctx.triggered_id, checkpoint, form, state)
-        return (out["jobs"], next_wait(out["poll_disabled"]), out["progress"], error_box(out["error"]),
+        return (out["jobs"], next_wait(out["poll_disabled"], page.id("poll")), out["progress"], error_box(out["error"]),
                 *[out[key] for key in keys])
 
     # the next poll is asked for once this answer has arrived (see the module doc)
     app.clientside_callback(
         ClientsideFunction("mnemoscope", "nextPoll"),
-        Output(page.id("poll"), "data"),
+        Output(page.id("wait-sink"), "children"),
         Input(page.id("wait"), "data"),
         prevent_initial_call=True,
     )

@@ -69,9 +69,9 @@ def test_job_pages_poll_after_each_answer_not_on_a_timer():
         layout = page.layout({}, CTX)
         assert not [c for c in walk(layout) if isinstance(c, dcc.Interval)], page.PATH
         assert any(getattr(c, "id", None) == f"{page.PATH}-wait" for c in walk(layout))
-    assert jobpage.next_wait(True) is None
-    first, second = jobpage.next_wait(False), jobpage.next_wait(False)
-    assert first["key"] != second["key"] and first["ms"] == jobpage.POLL_MS
+    assert jobpage.next_wait(True, "gradients-poll") is None
+    first, second = jobpage.next_wait(False, "gradients-poll"), jobpage.next_wait(False, "gradients-poll")
+    assert first["key"] != second["key"] and first["ms"] == jobpage.POLL_MS and first["target"] == "gradients-poll"
 
 
 # -- 2. Gradients shows every checkpoint -------------------------------------------------------------
