@@ -49,8 +49,8 @@ def ablation_body(kinds: Sequence[Mapping], sites: Sequence[str] | None, mode: s
     }
 
 
-UNSCORED_FILL = "rgba(120,120,120,0.16)"
-ABLATED_FILL = "rgba(245,176,65,0.22)"
+UNSCORED_FILL = "rgba(120,120,120,0.14)"
+ABLATED_FILL = "rgba(230,126,34,0.85)"
 
 
 def scored_series(a: Mapping[str, Any], key: str) -> tuple[list, bool]:
@@ -68,22 +68,23 @@ def unscored_steps(a: Mapping[str, Any]) -> list[int]:
 
 
 def step_shapes(a: Mapping[str, Any], steps: Sequence[int] | None, T: int) -> list[dict]:
-    """Orange: the ablated timesteps (every one for "all"); grey: steps where nothing is
-    scored, so no value is drawn there."""
+    """Orange, a strip along the top edge: the ablated timesteps (every one for "all");
+    grey, full height: steps where nothing is scored, so no value is drawn there. (The
+    strip keeps the two apart where MQAR scores every other step.)"""
     ablated = _runs(steps) if steps is not None else [(0, T - 1)] if T else []
     band = {"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1, "line": {"width": 0}, "layer": "below"}
-    return ([{**band, "x0": lo - 0.5, "x1": hi + 0.5, "fillcolor": ABLATED_FILL, "name": "ablated"}
-             for lo, hi in ablated]
+    return ([{**band, "x0": lo - 0.5, "x1": hi + 0.5, "y0": 1.0, "y1": 1.035, "fillcolor": ABLATED_FILL,
+              "layer": "above", "name": "ablated"} for lo, hi in ablated]
             + [{**band, "x0": lo - 0.5, "x1": hi + 0.5, "fillcolor": UNSCORED_FILL, "name": "unscored"}
                for lo, hi in _runs(unscored_steps(a))])
 
 
 def shading_legend(a: Mapping[str, Any], steps: Sequence[int] | None) -> list[dict]:
     """A line above the plot saying what the bands are."""
-    text = "orange: ablated " + ("(all timesteps)" if steps is None else "timesteps")
+    text = "orange strip: ablated " + ("(all timesteps)" if steps is None else "timesteps")
     if unscored_steps(a):
         text += " · grey: no scored position, left out"
-    return [{"text": text, "xref": "paper", "yref": "paper", "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom",
+    return [{"text": text, "xref": "paper", "yref": "paper", "x": 0, "y": 1.045, "xanchor": "left", "yanchor": "bottom",
              "showarrow": False, "font": {"size": 10, "color": "#6b7480"}}]
 
 
@@ -96,15 +97,15 @@ def metric_figure(a: Mapping[str, Any], steps: Sequence[int] | None) -> dict:
     T = max(len(clean), len(ablated))
     data = [
         {"type": "scatter", "x": list(range(len(clean))), "y": clean, "name": "clean", "mode": "lines+markers",
-         "line": {"color": "#2c7fb8"}, "connectgaps": False,
+         "line": {"color": "#2c7fb8"}, "connectgaps": True,
          "hovertemplate": "t=%{x}<br>%{y:.4f}<extra>clean</extra>"},
         {"type": "scatter", "x": list(range(len(ablated))), "y": ablated, "name": "ablated", "mode": "lines+markers",
-         "line": {"color": "#d7301f", "dash": "dash"}, "connectgaps": False,
+         "line": {"color": "#d7301f", "dash": "dash"}, "connectgaps": True,
          "hovertemplate": "t=%{x}<br>%{y:.4f}<extra>ablated</extra>"},
     ]
     over = "scored positions" if scored else "every position"
     layout = base_layout(height=340, shapes=step_shapes(a, steps, T), annotations=shading_legend(a, steps),
-                         margin={"t": 40},
+                         margin={"t": 48},
                          legend={"orientation": "h", "y": -0.22, "yanchor": "top"},
                          xaxis={"title": {"text": "timestep"}, "range": [-0.5, max(T, 1) - 0.5]},
                          yaxis={"title": {"text": f"{name} (mean over {over})"}, "rangemode": "tozero"})
@@ -123,11 +124,11 @@ def change_figure(a: Mapping[str, Any], steps: Sequence[int] | None = None) -> d
         {"type": "bar", "x": list(range(len(dp))), "y": dp, "name": "mean |Δp|", "marker": {"color": "#8856a7"},
          "customdata": kl, "hovertemplate": "t=%{x}<br>|Δp| %{y:.4f}<br>KL %{customdata:.4g}<extra></extra>"},
         {"type": "scatter", "x": list(range(len(flips))), "y": flips, "name": "flipped", "mode": "lines+markers",
-         "yaxis": "y2", "line": {"color": "#e6550d"}, "connectgaps": False,
+         "yaxis": "y2", "line": {"color": "#e6550d"}, "connectgaps": True,
          "hovertemplate": "t=%{x}<br>%{y:.1%} flipped<extra></extra>"},
     ]
     layout = base_layout(height=340, shapes=step_shapes(a, steps, T), annotations=shading_legend(a, steps),
-                         margin={"t": 40, "r": 64}, legend={"orientation": "h", "y": -0.22, "yanchor": "top"},
+                         margin={"t": 48, "r": 64}, legend={"orientation": "h", "y": -0.22, "yanchor": "top"},
                          xaxis={"title": {"text": "timestep"}, "range": [-0.5, max(T, 1) - 0.5]},
                          yaxis={"title": {"text": f"mean |Δp| over {over}"}, "rangemode": "tozero"},
                          yaxis2=axis(title={"text": "share flipped"}, overlaying="y", side="right", range=[0, 1],
@@ -226,8 +227,8 @@ PAGE = jobpage.JobPage(
     figures={
         "metric": FigureCard("Task metric per timestep: clean vs ablated", "ablation-metric",
                              "Each step's mean over the positions scored there (so it reads on the metric's own "
-                             "scale); steps with nothing scored are grey and left out. Orange: the ablated "
-                             "timesteps.", half=True),
+                             "scale); steps with nothing scored are grey and left out. The orange strip on top "
+                             "marks the ablated timesteps.", half=True),
         "change": FigureCard("Output change per timestep", "ablation-output-change",
                              "Mean absolute change of the output probabilities, and the share of predictions "
                              "that flip, over the scored positions of each step (grey: none scored).", half=True),

@@ -113,7 +113,9 @@ def checkpoints_table(ckpts: Sequence[Mapping[str, Any]], running: Mapping[str, 
         rows.append(html.Tr(
             [
                 html.Td([dcc.Link(c.get("name") or cid, href=link("explore"), className="ms-link-strong"),
-                         html.Div(file_name(c) or "", className="ms-mono ms-file-name", title="the uploaded file"),
+                         # the file, where it tells apart checkpoints of one name (not "x" from x.safetensors)
+                         html.Div(file_name(c), className="ms-mono ms-file-name", title="the uploaded file")
+                         if checkpoint_title(c) != (c.get("name") or cid) else None,
                          html.Div(cid, className="ms-mono ms-dim")]),
                 html.Td(c.get("arch", "?")),
                 html.Td(task.get("name") or "n/a"),

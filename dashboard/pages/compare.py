@@ -122,7 +122,9 @@ def comparison_figure(columns: Sequence[tuple[Mapping[str, Any], dict]]) -> dict
         x0 = i * (width + gap)
         layout[axis_key("x", i)] = axis(domain=[x0, x0 + width], anchor=axis_ref("y", i), tickangle=-30,
                                         tickfont={"size": 10})
-        layout[axis_key("y", i)] = axis(anchor=axis_ref("x", i), **({"range": [0, 1.05]} if i < 2 else {}))
+        # the reliance bars carry their score above them: room for it under the title
+        ranges = {0: {"range": [0, 1.25], "tickvals": [0, 0.2, 0.4, 0.6, 0.8, 1.0]}, 1: {"range": [0, 1.05]}}
+        layout[axis_key("y", i)] = axis(anchor=axis_ref("x", i), **ranges.get(i, {}))
         layout["annotations"].append(subplot_title(title, x0 + width / 2, 1.0))
 
     def err(v, hi):
@@ -176,8 +178,9 @@ PAGE = jobpage.JobPage(
     run_label="Compare",
     panels={"table": "ms-table-wrap"},
     figures={"figure": FigureCard("Side by side", "compare", "Reliance score with its 95% interval, mean "
-                                  "normalised entropy of the read weights, effective slots used, and the "
-                                  "memory/bypass gradient ratio.")},
+                                  "normalised entropy of the read weights (or, without them, of the attention "
+                                  "patterns), effective slots used (or the state's effective rank, lighter), and "
+                                  "the memory/bypass gradient ratio.")},
     render=result_view,
     **jobpage.one_job_per_checkpoint(MAX_COMPARE, hint="two or more checkpoints",
                                       missing="choose two or more checkpoints (or one, to see its report)"),

@@ -84,7 +84,9 @@ def steps_figure(label: str, r: Mapping[str, Any]) -> dict:
         data.append({"type": "scatter", "x": list(range(len(byp))), "y": byp, "name": "bypass",
                      "mode": "lines+markers", "line": {"color": "#d95f0e", "dash": "dash"},
                      "hovertemplate": "t=%{x}<br>%{y:.4g}<extra>bypass</extra>"})
-    layout = base_layout(height=320 + 20, title=label, xaxis={"title": {"text": "timestep"}},
+    T = max(len(mem), len(byp))
+    layout = base_layout(height=320 + 20, title=label,
+                         xaxis={"title": {"text": "timestep"}, "dtick": max(1, -(-T // 12)), "range": [-0.5, T - 0.5]},
                          yaxis={"title": {"text": "gradient norm"}, "type": "log", **log_ticks([*mem, *byp])},
                          legend={"orientation": "h", "y": -0.25, "yanchor": "top"}, margin={"b": 80})
     return figure(data, layout)
