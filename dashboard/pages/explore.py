@@ -159,7 +159,7 @@ def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any,
         layer_options=[{"label": e["label"], "value": str(e["layer"])} for e in layers],
         layer=None if layer_v is None else str(layer_v),
         head_options=head_options(layers, layer_v) if layers else [],
-        head=ALL_HEADS if head_v is None else str(head_v),
+        head=None if not layers else ALL_HEADS if head_v is None else str(head_v),  # no picker, no URL key
         show_layers=bool(layers),
     )
     if layers:
@@ -175,7 +175,7 @@ def _blank_view() -> dict:
     return {"bundle": None, "strips": blank, "read": blank, "write": blank, "slots": blank, "attention": blank,
             "entropy": blank, "slider_max": 0, "marks": {}, "t": 0, "show_slots": False, "show_attention": False,
             "show_matrix": False, "show_weights": False, "show_rw": False, "status": "", "error": None, "export": None,
-            "layer_options": [], "layer": None, "head_options": [], "head": ALL_HEADS, "show_layers": False}
+            "layer_options": [], "layer": None, "head_options": [], "head": None, "show_layers": False}
 
 
 def _marks(T: int) -> dict:
@@ -218,7 +218,7 @@ def layout(params: Mapping[str, str], context=None) -> html.Div:
                                                      options=[{"label": f"layer {params['layer']}",
                                                                "value": params["layer"]}] if params.get("layer") else [],
                                                      clearable=False, className="ms-dropdown ms-dropdown-narrow")),
-                         field("Head", dcc.Dropdown(id="explore-head", value=params.get("head") or ALL_HEADS,
+                         field("Head", dcc.Dropdown(id="explore-head", value=params.get("head"),
                                                     options=[{"label": "all", "value": ALL_HEADS}]
                                                     + ([{"label": f"head {params['head']}", "value": params["head"]}]
                                                        if params.get("head") and params["head"] != ALL_HEADS else []),

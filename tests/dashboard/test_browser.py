@@ -190,7 +190,7 @@ def test_ablation_shows_metric_change_and_verdict(page, live_server, uploaded, s
     assert page.locator("#ablate-progress [data-status]").get_attribute("data-status") == "done"
     names = on_graph(page, "ablate-metric", "gd.data.map(t => t.name)")
     assert names == ["clean", "ablated"]
-    shaded = on_graph(page, "ablate-metric", "gd.layout.shapes.map(s => [s.x0, s.x1])")
+    shaded = on_graph(page, "ablate-metric", "gd.layout.shapes.filter(s => s.name === 'ablated').map(s => [s.x0, s.x1])")
     assert shaded == [[3.5, 8.5]]
     assert "→" in page.locator("#ablate-summary").inner_text()
     screenshot(page, "ablate")
