@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..models.sites import Intervention, SiteModel
-from ..models.tasks.base import Batch, Task
+from ..models.tasks.base import Batch, ClassesTask, Task
 from .results import Result
 from .runs import (Progress, forward, mean_loss_per_step, output_change, report, rows_per_chunk, sub_progress,
                    tile)
@@ -117,6 +117,15 @@ class AblationResult(Result):
     prob_change_per_step: Tensor  # [T], every position
     kl_per_step: Tensor
     flip_rate_per_step: Tensor
+    # the same per step over scored positions only (NaN where no row is scored at t), so a
+    # per-step figure reads on the metric's own scale: accuracy per step of 0.62 where the
+    # means over every position above would read 0.08 (see `position_scores`)
+    scored_per_step: Tensor = None  # type: ignore[assignment]  # [T] rows scored at t
+    metric_scored_per_step: Tensor = None  # type: ignore[assignment]
+    metric_clean_scored_per_step: Tensor = None  # type: ignore[assignment]
+    prob_change_scored_per_step: Tensor = None  # type: ignore[assignment]
+    kl_scored_per_step: Tensor = None  # type: ignore[assignment]
+    flip_rate_scored_per_step: Tensor = None  # type: ignore[assignment]
     logits: Tensor = field(repr=False, default=None)  # type: ignore[assignment]
 
     _omit = ("logits",)
@@ -310,6 +319,23 @@ def _replacer(entries: list):
     return replace
 
 
+def position_scores(task: Task, logits: Tensor, batch: Batch) -> Tensor:
+    """`[B, T]` each position's own score on the metric's scale: 1/0 right for accuracy
+    (whose per-step share is 1/#scored of the row), the wrong bits for wrong bits. Only
+    the scored positions (`batch.mask`) mean anything."""
+    per_step = task.metric_per_step(logits, batch).float()
+    if isinstance(task, ClassesTask):
+        per_step = per_step * batch.mask.sum(1, keepdim=True).clamp(min=1)
+    return per_step
+
+
+def scored_mean_per_step(values: Tensor, mask: Tensor) -> Tensor:
+    """`[B, T]` -> `[T]`: the mean over the rows scored at t (NaN where none is)."""
+    m = mask.float()
+    n = m.sum(0)
+    return torch.where(n > 0, (values.float() * m).sum(0) / n.clamp(min=1), torch.full_like(n, float("nan")))
+
+
 class _Scored:
     """A run's scores, computed once."""
 
@@ -320,6 +346,7 @@ class _Scored:
         self.loss = float(task.loss(logits, batch))
         self.metric_per_step = task.metric_per_step(logits, batch).float().mean(0)
         self.loss_per_step = mean_loss_per_step(task, logits, batch)
+        self.metric_scored_per_step = scored_mean_per_step(position_scores(task, logits, batch), batch.mask)
 
 
 def _result(task: Task, spec: AblationSpec, batch: Batch, clean: _Scored, logits: Tensor) -> AblationResult:
@@ -350,5 +377,11 @@ def _result(task: Task, spec: AblationSpec, batch: Batch, clean: _Scored, logits
         prob_change_per_step=prob_t,
         kl_per_step=kl_t,
         flip_rate_per_step=flips_t,
+        scored_per_step=batch.mask.sum(0),
+        metric_scored_per_step=ab.metric_scored_per_step,
+        metric_clean_scored_per_step=clean.metric_scored_per_step,
+        prob_change_scored_per_step=scored_mean_per_step(change.prob_change, batch.mask),
+        kl_scored_per_step=scored_mean_per_step(change.kl, batch.mask),
+        flip_rate_scored_per_step=scored_mean_per_step(change.flips, batch.mask),
         logits=logits,
     )

@@ -89,6 +89,32 @@ def axis(**kw: Any) -> dict:
     return {**AXIS, **kw}
 
 
+def log_ticks(values: Iterable[Any]) -> dict:
+    """Tick values and labels for a log axis over `values`: round numbers (1, 2, 5 times a
+    power of ten; every digit where the data spans less than that), labelled briefly.
+    Plotly's own picks over a short range are odd values (0.159, 0.294, 0.487) whose
+    labels crowd each other."""
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v)) and float(v) > 0]
+    if not vals:
+        return {}
+    lo, hi = min(vals), max(vals)
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+                 for m in mantissas]
+        inside = [t for t in ticks if lo / 1.0001 <= t <= hi * 1.0001]
+        if len(inside) >= 3:
+            break
+    below = [t for t in ticks if t < lo]
+    above = [t for t in ticks if t > hi]
+    # one round value beyond the data on each side, so the ends carry labels too
+    shown = ([below[-1]] if below else []) + inside + ([above[0]] if above else [])
+    if len(inside) > 7:  # many decades: every decade only
+        shown = [t for t in shown if math.isclose(t / 10.0 ** math.floor(math.log10(t) + 1e-9), 1.0)]
+    return {"tickvals": shown, "ticktext": [f"{t:.3g}" for t in shown],
+            "range": [math.log10(shown[0]), math.log10(shown[-1])]}
+
+
 def stack_domains(n: int, gap: float = 0.06, weights: Sequence[float] | None = None) -> list[tuple[float, float]]:
     """Vertical domains for n stacked subplots, top first (paper coordinates)."""
     weights = list(weights or [1.0] * n)
@@ -173,6 +199,27 @@ def verdict_badge(verdict: str | None, score: float | None = None, ci: Sequence[
         if ci and len(ci) == 2 and None not in ci:
             text += f" [{fmt(ci[0], 2)}, {fmt(ci[1], 2)}]"
     return html.Span(text, className=f"ms-badge ms-badge-{verdict}", title=VERDICT_TEXT.get(verdict, verdict))
+
+
+def warnings_row(report: Mapping[str, Any] | None, element_id: str | None = None) -> html.Ul | None:
+    """The verdict's warnings (collapsed memory and the like), one sentence each, where a
+    flat heatmap or a high score needs them; nothing when the report has none.
+
+    The place for `report["reliance"]["warnings"]`, which the verdict rewrite adds: until
+    a server sends them this renders nothing."""
+    reliance = (report or {}).get("reliance") if isinstance(report, Mapping) else None
+    warnings = [w for w in ((reliance or {}).get("warnings") or []) if w]
+    if not warnings:
+        return None
+    items = [html.Li(_sentence(w)) for w in warnings]
+    return html.Ul(items, className="ms-warnings", role="note", **({"id": element_id} if element_id else {}))
+
+
+def _sentence(warning: Any) -> str:
+    """A warning as text: a sentence, or an object carrying one ("text" or "message")."""
+    if isinstance(warning, Mapping):
+        return str(warning.get("text") or warning.get("message") or warning.get("code") or warning)
+    return str(warning)
 
 
 def error_box(message: str | None) -> html.Div | None:
@@ -277,7 +324,8 @@ def fmt(value: Any, digits: int = 3) -> str:
         return "n/a"
     if x != 0 and (abs(x) < 10 ** -digits or abs(x) >= 10 ** 6):
         return f"{x:.{digits}g}" if abs(x) >= 10 ** 6 else f"{x:.2e}"
-    return f"{x:.{digits}f}"
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # never "-0.00"
 
 
 def fmt_bytes(n: Any) -> str:

@@ -5,18 +5,24 @@ series, the export).
 Only reshaping, rounding and selection happen here: every number is the API's, the
 normalised entropy included (the trace carries the engine's value for each
 distribution site, `sites[name]["entropy"]`).
+
+Stacked models (sequence models and Hugging Face models both name their sites
+`layers.{i}.*`) are drawn one layer at a time: `layer_choices` lists the layers with
+something to draw, and the sites traced, the heads drawn and the entropy lines are the
+chosen layer's (one head, or all of them as small multiples).
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .components import WEIGHT_FLOOR, fmt
 
-MAX_PANELS = 8  # heatmap subplots per figure (and entropy lines per role); more heads are summarised in a note
+MAX_PANELS = 16  # heatmap subplots per figure (and entropy lines per role); more heads are summarised in a note
 MAX_MATRIX_VALUES = 400_000  # T x slots x width sent to the browser for the per-step matrix
 MAX_ATTENTION_VALUES = 600_000
 ROLES_DRAWN = ("read", "write", "attention")  # roles with one heatmap per head
@@ -24,29 +30,67 @@ ROLES_DRAWN = ("read", "write", "attention")  # roles with one heatmap per head
 
 # -- which sites to ask for ---------------------------------------------------------------
 
-def site_roles(specs: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Group the model's sites by the panel that draws them, by kind and axes only."""
+LAYER = re.compile(r"^layers\.(\d+)\.(\w+)")
+
+
+def layer_of(name: str) -> int | None:
+    """`layers.2.attention.pattern` -> 2; None for a site outside the stack."""
+    match = LAYER.match(name or "")
+    return int(match.group(1)) if match else None
+
+
+def head_count(spec: Mapping[str, Any]) -> int:
+    """How many heads a site has (1 without a head axis)."""
+    axes, shape = list(spec.get("axes") or []), list(spec.get("shape") or [])
+    if "head" in axes and axes.index("head") < len(shape) and isinstance(shape[axes.index("head")], int):
+        return shape[axes.index("head")]
+    return 1
+
+
+def layer_choices(specs: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The layers of a stacked model that have something to draw, in order:
+    {"layer", "label" ("layer 2 · attention"), "heads"}; [] for a model without layers."""
+    roles = site_roles(specs)
+    drawn = {name for names in roles.values() for name in names}
+    by_name = {s.get("name"): s for s in specs}
+    layers: dict[int, dict] = {}
+    for name in drawn:
+        i = layer_of(name)
+        if i is None:
+            continue
+        entry = layers.setdefault(i, {"layer": i, "parts": set(), "heads": 1})
+        entry["parts"].add(LAYER.match(name).group(2))
+        entry["heads"] = max(entry["heads"], head_count(by_name[name]))
+    return [{"layer": i, "label": f"layer {i} · {', '.join(sorted(e['parts']))}", "heads": e["heads"]}
+            for i, e in sorted(layers.items())]
+
+
+def site_roles(specs: Sequence[Mapping[str, Any]], layer: int | None = None) -> dict[str, list[str]]:
+    """Group the model's sites by the panel that draws them, by kind and axes only: of
+    every layer, or of `layer` only (sites outside the stack stay)."""
     roles: dict[str, list[str]] = {"read": [], "write": [], "slots": [], "matrix": [], "attention": []}
     for spec in specs:
         name, kind, axes = spec.get("name"), spec.get("kind"), tuple(spec.get("axes") or ())
         if not name:
             continue
+        if layer is not None and layer_of(name) not in (layer, None):
+            continue
         if kind in ("read_weights", "write_weights") and axes[-1:] == ("slot",) and len(axes) == 2:
             roles["read" if kind == "read_weights" else "write"].append(name)
         elif axes == ("slot",):
             roles["slots"].append(name)  # usage, allocation
-        elif kind == "state" and axes == ("slot", "feature"):
-            roles["matrix"].append(name)
+        elif kind == "state" and axes in (("slot", "feature"), ("head", "key", "value")):
+            roles["matrix"].append(name)  # the memory matrix, or a linear-memory layer's state per head
         elif kind == "attention" and len(axes) == 2 and axes[-1] == "key":
             roles["attention"].append(name)
     roles["matrix"] = roles["matrix"][:1]
     return roles
 
 
-def sites_to_record(specs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Sites for the first trace; the memory matrix (the bulk of the data) is fetched by a
-    second request once the heatmaps are drawn."""
-    roles = site_roles(specs)
+def sites_to_record(specs: Sequence[Mapping[str, Any]], layer: int | None = None) -> list[str]:
+    """Sites for the first trace (the chosen layer's, in a stacked model); the memory
+    matrix (the bulk of the data) is fetched by a second request once the heatmaps are drawn."""
+    roles = site_roles(specs, layer)
     return [name for role, names in roles.items() if role != "matrix" for name in names]
 
 
@@ -116,21 +160,30 @@ def rounded(value: Any, digits: int = 4) -> Any:
     return arr.tolist()
 
 
-def build_bundle(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]], t: int | None = None) -> dict:
-    """What the browser keeps for scrubbing: per-step arrays of sample 0 (rounded)."""
-    roles = site_roles(specs)
+def keep_head(series: Mapping[str, Any], head: int | None) -> bool:
+    """Every head when none is chosen; else the chosen one (series without heads stay)."""
+    return head is None or series.get("head") is None or series.get("head") == head
+
+
+def build_bundle(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]], t: int | None = None,
+                 layer: int | None = None, head: int | None = None) -> dict:
+    """What the browser keeps for scrubbing: per-step arrays of sample 0 (rounded), of
+    the chosen layer and head (all heads: None)."""
+    roles = site_roles(specs, layer)
     sites = trace.get("sites") or {}
     inputs = first_row(trace.get("inputs")) or []
     T = len(inputs)
     bundle: dict[str, Any] = {"T": T, "read": [], "write": [], "slots": [], "attention": [],
-                              "matrix_site": (roles["matrix"] or [None])[0], "hidden_heads": 0}
+                              "matrix_site": (roles["matrix"] or [None])[0], "hidden_heads": 0,
+                              "head": head if head is not None else 0}
     for role in ROLES_DRAWN:
         for name in roles[role]:
             entry = sites.get(name)
             steps = first_row(entry)
             if steps is None:
                 continue
-            bundle[role].extend(head_series(name, rounded(steps), entry.get("axes") or []))
+            bundle[role].extend(h for h in head_series(name, rounded(steps), entry.get("axes") or [])
+                                if keep_head(h, head))
     for name in roles["slots"]:
         steps = first_row(sites.get(name))
         if steps is not None:
@@ -151,10 +204,12 @@ def build_bundle(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]], t
     return bundle
 
 
-def entropy_series(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """The engine's normalised entropy per step of every distribution site the page draws,
-    one series per head: {"label", "role", "h": [T]} (None where it is undefined)."""
-    roles = site_roles(specs)
+def entropy_series(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]], layer: int | None = None,
+                   head: int | None = None) -> list[dict]:
+    """The engine's normalised entropy per step of every distribution site the page draws
+    (of the chosen layer and head), one series per head: {"label", "role", "h": [T]}
+    (None where it is undefined)."""
+    roles = site_roles(specs, layer)
     sites = trace.get("sites") or {}
     series: list[dict] = []
     for role in ("read", "write", "attention", "slots"):
@@ -168,22 +223,29 @@ def entropy_series(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]])
                 of_role.append({"label": name, "role": role, "h": steps})
                 continue
             for s in split_heads(name, steps, entropy.get("axes") or [], _mean_defined):
-                of_role.append({"label": s["label"], "role": role, "h": s["values"]})
+                if keep_head(s, head):
+                    of_role.append({"label": s["label"], "role": role, "h": s["values"]})
         series.extend(of_role[:MAX_PANELS])
     return series
 
 
-def matrix_steps(trace: Mapping[str, Any], site: str) -> dict | None:
-    """The memory matrix per step of sample 0, rounded, with its largest magnitude (the
-    colour scale is fixed over the sequence); None when missing or too large."""
-    steps = first_row((trace.get("sites") or {}).get(site))
+def matrix_steps(trace: Mapping[str, Any], site: str, head: int = 0) -> dict | None:
+    """The memory matrix per step of sample 0 (a linear-memory state: that of `head`),
+    rounded, with its largest magnitude (the colour scale is fixed over the sequence);
+    None when missing or too large."""
+    entry = (trace.get("sites") or {}).get(site) or {}
+    steps = first_row(entry)
     if not steps or not steps[0]:
         return None
+    label = site
+    if (entry.get("axes") or [])[2:3] == ["head"]:
+        head = max(0, min(len(steps[0]) - 1, head))
+        steps, label = [step[head] for step in steps], f"{site} head {head}"
     if len(steps) * len(steps[0]) * len(steps[0][0] or []) > MAX_MATRIX_VALUES:
         return None
     m = rounded(steps, 3)
     absmax = max((abs(v) for step in m for row in step for v in row if v is not None), default=1.0)
-    return {"label": site, "m": m, "absmax": absmax or 1.0}
+    return {"label": label, "m": m, "absmax": absmax or 1.0}
 
 
 # -- text and export --------------------------------------------------------------------------
@@ -217,14 +279,24 @@ def trace_json(trace: Mapping[str, Any], bundle: Mapping[str, Any], entropy: Seq
     }
 
 
-def trace_rows(trace: Mapping[str, Any], entropy: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """CSV: one row per timestep with loss, metric and each entropy series."""
+def trace_rows(trace: Mapping[str, Any], entropy: Sequence[Mapping[str, Any]],
+               bundle: Mapping[str, Any] | None = None) -> list[dict]:
+    """CSV: one row per timestep with loss, the metric (each scored position's own score;
+    empty where nothing is scored), each entropy series and the heatmaps' values (a
+    column per slot, or per key, of every head drawn)."""
     loss = first_row(trace.get("loss")) or []
-    metric = first_row(trace.get("metric")) or []
+    metric = first_row(trace.get("metric_scored")) or first_row(trace.get("metric")) or []
+    mask = first_row(trace.get("mask")) or []
     rows = []
     for t in range(len(loss)):
-        row = {"t": t, "loss": loss[t], trace.get("metric_name") or "metric": metric[t] if t < len(metric) else None}
+        row = {"t": t, "scored": bool(mask[t]) if t < len(mask) else None, "loss": loss[t],
+               trace.get("metric_name") or "metric": metric[t] if t < len(metric) else None}
         for s in entropy:
             row[f"entropy {s['label']}"] = s["h"][t] if t < len(s["h"]) else None
+        for role, index in (("read", "slot"), ("write", "slot"), ("slots", "slot"), ("attention", "key")):
+            for s in (bundle or {}).get(role) or []:
+                values = s["w"][t] if t < len(s["w"]) else []
+                for i, v in enumerate(values or []):
+                    row[f"{s['label']} {index} {i}"] = v
         rows.append(row)
     return rows

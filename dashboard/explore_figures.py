@@ -25,6 +25,17 @@ from .components import (
 from .explore_data import first_row
 
 
+def _runs(steps: Sequence[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    out: list[tuple[int, int]] = []
+    for s in sorted(set(steps)):
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
+
+
 def _transpose(rows: list[list]) -> list[list]:
     return [list(col) for col in zip(*rows)] if rows else []
 
@@ -50,7 +61,8 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
     inputs = first_row(trace.get("inputs")) or []
     targets = first_row(trace.get("targets")) or []
     outputs = first_row(trace.get("outputs")) or []
-    metric = first_row(trace.get("metric")) or []
+    scored_metric = first_row(trace.get("metric_scored"))
+    metric = scored_metric or first_row(trace.get("metric")) or []
     mask = first_row(trace.get("mask")) or []
     T = len(inputs)
     steps = list(range(T))
@@ -70,7 +82,13 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
     if bits:
         data.append({"type": "heatmap", "z": _transpose(targets), "x": steps, **grey, "yaxis": "y2",
                      "hovertemplate": "t=%{x} bit %{y}<br>%{z}<extra>target</extra>"})
+        # the colour legend: one bar for the three bit strips (they share the scale)
         data.append({"type": "heatmap", "z": _transpose(outputs), "x": steps, **grey, "yaxis": "y3",
+                     "showscale": True,
+                     "colorbar": {"title": {"text": "bit / p(1)", "side": "right", "font": {"size": 10}},
+                                  "tickvals": [0, 1], "ticktext": ["0 black", "1 white"], "thickness": 8,
+                                  "len": 0.75, "y": 0.6, "tickfont": {"size": 9}, "outlinewidth": 1,
+                                  "outlinecolor": "#c8ced6"},
                      "hovertemplate": "t=%{x} bit %{y}<br>p=%{z:.3f}<extra>output</extra>"})
     else:
         shown = [t if m else None for t, m in zip(targets, mask or [True] * T)]
@@ -84,11 +102,23 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
                      "texttemplate": "%{text}", "colorscale": [[0, "#ffffff"], [1, "#9ecae1"]], "showscale": False,
                      "zmin": 0, "zmax": 1, "xgap": 1, "yaxis": "y3",
                      "hovertemplate": "t=%{x}<br>predicted %{text} (p=%{z:.3f})<extra></extra>"})
-    data.append({"type": "bar", "x": steps, "y": [m if m is not None else 0 for m in metric], "yaxis": "y4",
-                 "marker": {"color": "#c0392b"}, "hovertemplate": "t=%{x}<br>%{y:.3f}<extra>" + metric_name + "</extra>"})
-    layout = _stacked(4, ["input", "target", "output", f"{metric_name} per step"], height=330,
+    scored = [bool(m) for m in mask] if mask else [True] * T
+    data.append({"type": "bar", "x": steps, "y": [m if m is not None and s else None for m, s in zip(metric, scored)],
+                 "yaxis": "y4", "marker": {"color": "#c0392b"},
+                 "hovertemplate": "t=%{x}<br>%{y:.3f}<extra>" + metric_name + "</extra>"})
+    title = f"{metric_name} per scored position" if scored_metric else f"{metric_name} per step"
+    layout = _stacked(4, ["input", "target", "output", title], height=340,
                       weights=[0.3, 0.3, 0.3, 0.12], gap=0.07, T=T)
     layout["showlegend"] = False
+    if not bits:
+        layout["margin"]["r"] = 16
+    else:
+        layout["margin"]["r"] = 90
+    # unscored steps greyed over target, output and metric: their predictions count for nothing
+    layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "paper", "x0": lo - 0.5, "x1": hi + 0.5,
+                         "y0": 0, "y1": layout["yaxis2"]["domain"][1], "fillcolor": "rgba(150,150,150,0.45)",
+                         "line": {"width": 0}, "layer": "above", "name": "unscored"}
+                        for lo, hi in _runs([t for t, s in enumerate(scored) if not s])]
     for i in range(3):
         layout[axis_key("y", i)].update(tickfont={"size": 9}, showticklabels=not token_inputs)
     layout["yaxis4"].update(tickfont={"size": 9}, nticks=3, rangemode="tozero")
@@ -130,17 +160,24 @@ def shared_colour_axis(series: Sequence[Mapping[str, Any]]) -> dict:
     return {"colorscale": WEIGHT_SCALE, "cmin": 0, "cmax": max(high, WEIGHT_FLOOR), "colorbar": bar}
 
 
+def grid_columns(n: int) -> int:
+    """Columns of a small-multiples grid: one big panel, two side by side, else four."""
+    return 1 if n == 1 else 2 if n <= 4 else 4
+
+
 def attention_figure(series: Sequence[Mapping[str, Any]]) -> dict:
-    """Query x key heatmap per head, in a grid of two columns; the heads of one site share
-    a colour scale (explicit attention and signed implicit attention differ in range)."""
+    """Query x key heatmap per head, as small multiples (one head: one large panel); the
+    heads of one site share a colour scale (explicit attention and signed implicit
+    attention differ in range), with its colour bar at the right."""
     if not series:
         return empty_figure("no attention sites")
-    cols = min(2, len(series))
+    cols = grid_columns(len(series))
     rows = (len(series) + cols - 1) // cols
-    gap_x = 0.12
-    width = (1.0 - gap_x * (cols - 1)) / cols - (0.04 if cols == 1 else 0.0)
-    ydoms = stack_domains(rows, gap=0.12 if rows > 1 else 0.0)
-    layout = base_layout(height=min(1300, 90 + 300 * rows), margin={"t": 28, "r": 40})
+    gap_x = 0.1 if cols <= 2 else 0.05
+    width = (1.0 - gap_x * (cols - 1)) / cols
+    ydoms = stack_domains(rows, gap=min(0.12, 0.3 / rows) if rows > 1 else 0.0)
+    per_row = {1: 460, 2: 320, 4: 230}[cols]
+    layout = base_layout(height=min(1600, 80 + per_row * rows), margin={"t": 28, "r": 70, "l": 56})
     layout["annotations"] = []
     sites = list(dict.fromkeys(s.get("site") or s["label"] for s in series))
     data = []
@@ -150,26 +187,32 @@ def attention_figure(series: Sequence[Mapping[str, Any]]) -> dict:
         site = s.get("site") or s["label"]
         k = sites.index(site)
         ca = "coloraxis" if k == 0 else f"coloraxis{k + 1}"
-        if ca not in layout:  # the site's first head: its scale, with a colour bar beside it
+        if ca not in layout:  # the site's first head: its scale, one colour bar at the right
             scale = shared_colour_axis([t for t in series if (t.get("site") or t["label"]) == site])
-            scale["colorbar"] = {"thickness": 8, "len": (ydoms[r][1] - ydoms[r][0]) * 0.9, "x": x0 + width + 0.005,
-                                 "xanchor": "left", "y": (ydoms[r][0] + ydoms[r][1]) / 2, "yanchor": "middle",
+            scale["colorbar"] = {"thickness": 8, "len": 0.5 if len(sites) > 1 else 0.8, "x": 1.01 + 0.07 * k,
+                                 "xanchor": "left", "y": 1 - (k + 0.5) / max(len(sites), 1), "yanchor": "middle",
                                  "tickfont": {"size": 9}}
             layout[ca] = scale
         xk, yk = axis_key("x", i), axis_key("y", i)
-        layout[xk] = axis(domain=[x0, x0 + width], anchor=axis_ref("y", i), title={"text": "key"}, showgrid=False)
-        layout[yk] = axis(domain=list(ydoms[r]), anchor=axis_ref("x", i), title={"text": "query t"},
-                          autorange="reversed", showgrid=False)
-        layout["annotations"].append(subplot_title(s["label"], x0 + width / 2, ydoms[r][1]))
+        bottom, left = r == rows - 1, c == 0
+        layout[xk] = axis(domain=[x0, x0 + width], anchor=axis_ref("y", i), showgrid=False,
+                          title={"text": "key" if bottom else ""}, tickfont={"size": 9})
+        layout[yk] = axis(domain=list(ydoms[r]), anchor=axis_ref("x", i), autorange="reversed", showgrid=False,
+                          title={"text": "query t" if left else ""}, tickfont={"size": 9})
+        title = s["label"] if cols == 1 else (f"head {s['head']}" if s.get("head") is not None else s["label"])
+        layout["annotations"].append(subplot_title(title, x0 + width / 2, ydoms[r][1]))
         data.append({"type": "heatmap", "z": s["w"], "coloraxis": ca, "xaxis": axis_ref("x", i),
                      "yaxis": axis_ref("y", i),
                      "hovertemplate": "query t=%{y}, key %{x}<br>%{z:.4f}<extra>" + s["label"] + "</extra>"})
+    if cols > 1:  # which site the heads are of, once
+        layout["title"] = {"text": " · ".join(sites), "x": 0.01, "font": {"size": 12}}
+        layout["margin"]["t"] = 48
     return figure(data, layout)
 
 
 def entropy_figure(series: Sequence[Mapping[str, Any]], T: int) -> dict:
     if not series:
-        return empty_figure("no distribution sites to take the entropy of")
+        return empty_figure("no distribution sites here to take the entropy of (implicit attention is signed, not a distribution)")
     band = {"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "line": {"width": 0}, "layer": "below"}
     shapes = [{**band, "y0": DIFFUSE_ABOVE, "y1": 1.0, "fillcolor": "rgba(245,176,65,0.2)", "name": "diffuse"},
               {**band, "y0": 0.0, "y1": SHARP_BELOW, "fillcolor": "rgba(93,173,226,0.2)", "name": "sharp"}]

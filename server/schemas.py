@@ -58,6 +58,8 @@ class CheckpointOut(BaseModel):
     id: str = Field(description="first 16 hex digits of the sha256 of the uploaded bytes")
     name: str
     filename: str = Field(description="the uploaded file's name, sanitised (display only)")
+    file_name: str = Field(description="the same as `filename`: the upload's file name, which tells apart "
+                                       "checkpoints that share a `name` (final.safetensors, step-001000.safetensors)")
     arch: str
     config: dict[str, Any]
     task: dict[str, Any] = Field(description="the task the checkpoint was trained on ({} when it records none)")
@@ -74,7 +76,8 @@ class CheckpointOut(BaseModel):
     report_job_id: str | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "3f2a9c0d1e4b5a67", "name": "ntm-copy", "filename": "ntm-copy.safetensors", "arch": "ntm",
+        "id": "3f2a9c0d1e4b5a67", "name": "ntm-copy", "filename": "ntm-copy.safetensors",
+        "file_name": "ntm-copy.safetensors", "arch": "ntm",
         "config": {"input_size": 9, "output_size": 8, "memory_slots": 128}, "task": {"name": "copy", "params": {"bits": 8}},
         "step": 5000, "metrics": {"wrong_bits": 0.0}, "parameters": 62000,
         "sha256": "3f2a9c0d1e4b5a67" + "0" * 48, "size_bytes": 250000, "format": "safetensors", "source": None,
@@ -144,6 +147,9 @@ class TraceOut(BaseModel):
     logits: TensorOut
     loss: TensorOut = Field(description="per-timestep loss, zero where the mask is off")
     metric: TensorOut = Field(description="per-timestep contribution to the task's metric")
+    metric_scored: TensorOut | None = Field(
+        None, description="each scored position's own score on the metric's scale (1/0 right for accuracy, wrong "
+                          "bits for wrong bits); null where the position is not scored")
     summary: TraceSummary
     sites: dict[str, SiteTensorOut]
 

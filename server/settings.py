@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # where job workers run the model
     device: str = Field("cpu", description='torch device for jobs: "cpu", "cuda" or "cuda:N" (checked at start)')
 
+    # uploads get their verdict without a click, as the zoo's do
+    auto_analyze: bool = Field(True, description="queue a report job (the reliance verdict) for every new upload")
+
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value):

@@ -122,18 +122,21 @@
              fillcolor: color + "33", hovertemplate: "slot %{x}<br>w=%{y:.4f}<extra>" + label + "</extra>" };
   }
 
+  // "memory.read_weights head 1" -> "read_weights head 1": which head a mass is of
+  function shortLabel(label) { return String(label || "").replace(/^(layers\.\d+\.)?memory\./, ""); }
+
   function weightsAt(bundle, t) {
     var traces = [];
     var notes = [];
     (bundle.read || []).forEach(function (s, i) {
       var w = s.w[t] || [];
       traces.push(stepArea(w, s.label, READ_COLORS[i % READ_COLORS.length]));
-      notes.push("read " + fix(sum(w), 2));
+      notes.push(shortLabel(s.label) + " " + fix(sum(w), 2));
     });
     (bundle.write || []).forEach(function (s, i) {
       var w = s.w[t] || [];
       traces.push(stepArea(w, s.label, WRITE_COLORS[i % WRITE_COLORS.length]));
-      notes.push("write " + fix(sum(w), 2));
+      notes.push(shortLabel(s.label) + " " + fix(sum(w), 2));
     });
     (bundle.slots || []).forEach(function (s) {
       var w = s.w[t] || [];
@@ -171,24 +174,45 @@
     };
   }
 
+  // one head: one bar chart; several: small multiples (one panel per head, up to four
+  // a row, one y range), never heads stacked over each other
   function attentionAt(bundle, t) {
     var series = bundle.attention || [];
     if (!series.length) { return emptyFig("no attention sites"); }
-    var traces = series.map(function (s) {
+    var n = series.length;
+    var cols = n === 1 ? 1 : (n <= 4 ? 2 : 4);
+    var rows = Math.ceil(n / cols);
+    var gapX = 0.06, gapY = rows > 1 ? Math.min(0.12, 0.36 / rows) : 0;
+    var w = (1 - gapX * (cols - 1)) / cols, h = (1 - gapY * (rows - 1)) / rows;
+    var lo = 0, hi = 0;
+    var rowsAt = series.map(function (s) {
       var row = (s.w[t] || []).slice(0, t + 1);
-      return { type: "bar", x: range(row.length), y: row, name: s.label, opacity: 0.75,
+      row.forEach(function (v) { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
+      return row;
+    });
+    var layout = baseLayout("query t = " + t + (n > 1 ? " · " + n + " heads" : " · " + series[0].label), {
+      height: n === 1 ? 300 : 70 + 150 * rows, showlegend: false,
+      margin: { l: 48, r: 12, t: 40, b: 40 }, annotations: []
+    });
+    var traces = series.map(function (s, i) {
+      var r = Math.floor(i / cols), c = i % cols;
+      var x0 = c * (w + gapX), top = 1 - r * (h + gapY);
+      var xa = "xaxis" + (i ? i + 1 : ""), ya = "yaxis" + (i ? i + 1 : "");
+      layout[xa] = { domain: [x0, x0 + w], anchor: "y" + (i ? i + 1 : ""), tickfont: { size: 9 },
+                     title: { text: r === rows - 1 ? "key" : "" }, range: [-0.5, Math.max(t, 0) + 0.5] };
+      layout[ya] = { domain: [Math.max(0, top - h), top], anchor: "x" + (i ? i + 1 : ""), tickfont: { size: 9 },
+                     range: [Math.min(0, lo * 1.05), Math.max(hi * 1.05, 0.05)], title: { text: c === 0 ? "weight" : "" } };
+      if (n > 1) {
+        layout.annotations.push({ text: s.head !== null && s.head !== undefined ? "head " + s.head : s.label,
+                                  x: x0 + w / 2, y: top, xref: "paper", yref: "paper", xanchor: "center",
+                                  yanchor: "bottom", showarrow: false, font: { size: 10 } });
+      }
+      return { type: "bar", x: range(rowsAt[i].length), y: rowsAt[i], name: s.label,
+               xaxis: "x" + (i ? i + 1 : ""), yaxis: "y" + (i ? i + 1 : ""),
+               marker: { color: READ_COLORS[i % READ_COLORS.length] },
                hovertemplate: "key %{x}<br>%{y:.4f}<extra>" + s.label + "</extra>" };
     });
-    return {
-      data: traces,
-      layout: baseLayout("query t = " + t, {
-        barmode: "overlay", height: 300 + 18 * traces.length,
-        margin: { l: 48, r: 12, t: 34, b: 60 + 18 * traces.length },
-        legend: { orientation: "h", y: -0.2 - 0.02 * traces.length, yanchor: "top", font: { size: 10 } },
-        xaxis: { title: { text: "key (earlier timestep)" } },
-        yaxis: { title: { text: "weight" } }
-      })
-    };
+    return { data: traces, layout: layout };
   }
 
   // ---- clientside callbacks -------------------------------------------------------------
@@ -210,6 +234,8 @@
       requestAnimationFrame(function () { setTimeout(function () { resolve(fn()); }, 0); });
     });
   }
+
+  var latestWait = null;
 
   var ns = {
     // scrub(t, bundle, matrix) -> [weights@t, matrix@t, attention@t, label]; the cursor
@@ -251,6 +277,19 @@
         if (typeof x === "number" && isFinite(x)) { return Math.max(0, Math.min(bundle.T - 1, Math.round(x))); }
       }
       return NO();
+    },
+
+    // nextPoll(wait): POLL_MS after the last poll's answer arrived, a new tick into
+    // wait.target (set_props, outside the callback graph: Dash refuses callback loops).
+    // Only the newest wait key fires: a Run pressed while a tick is pending starts one
+    // new chain, never two (polls that overlap are what Dash drops).
+    nextPoll: function (wait) {
+      if (!wait || !wait.key || !wait.target) { return ""; }
+      latestWait = wait.key;
+      setTimeout(function () {
+        if (latestWait === wait.key) { setProps(wait.target, { data: wait.key }); }
+      }, wait.ms || 400);
+      return "";
     },
 
     togglePlay: function (n, disabled) {

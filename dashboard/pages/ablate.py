@@ -28,7 +28,8 @@ def controls(params: Mapping[str, str]) -> list[list]:
         [field("Mode", dcc.RadioItems(id="ablate-mode", options=[{"label": l, "value": v} for v, l in MODES],
                                       value=params.get("mode") or "resample", inline=True, className="ms-radio")),
          field("Timesteps", dcc.Input(id="ablate-steps", type="text", value=params.get("steps") or "all",
-                                      placeholder="all, or 3-7, 12", debounce=True, className="ms-input"))],
+                                      placeholder="all, or 3-7, 12", debounce=True,
+                                      className="ms-input ms-input-steps"))],
     ]
 
 
@@ -48,42 +49,88 @@ def ablation_body(kinds: Sequence[Mapping], sites: Sequence[str] | None, mode: s
     }
 
 
+UNSCORED_FILL = "rgba(120,120,120,0.14)"
+ABLATED_FILL = "rgba(230,126,34,0.85)"
+
+
+def scored_series(a: Mapping[str, Any], key: str) -> tuple[list, bool]:
+    """The engine's per-step `key` over scored positions (`<key>` with `_scored` before
+    `_per_step`), and True; results stored before the engine sent those fall back to the
+    means over every position, and False."""
+    scored = a.get(key.replace("_per_step", "_scored_per_step"))
+    if isinstance(scored, list) and scored:
+        return scored, True
+    return list(a.get(key) or []), False
+
+
+def unscored_steps(a: Mapping[str, Any]) -> list[int]:
+    return [t for t, n in enumerate(a.get("scored_per_step") or []) if not n]
+
+
+def step_shapes(a: Mapping[str, Any], steps: Sequence[int] | None, T: int) -> list[dict]:
+    """Orange, a strip along the top edge: the ablated timesteps (every one for "all");
+    grey, full height: steps where nothing is scored, so no value is drawn there. (The
+    strip keeps the two apart where MQAR scores every other step.)"""
+    ablated = _runs(steps) if steps is not None else [(0, T - 1)] if T else []
+    band = {"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1, "line": {"width": 0}, "layer": "below"}
+    return ([{**band, "x0": lo - 0.5, "x1": hi + 0.5, "y0": 1.0, "y1": 1.035, "fillcolor": ABLATED_FILL,
+              "layer": "above", "name": "ablated"} for lo, hi in ablated]
+            + [{**band, "x0": lo - 0.5, "x1": hi + 0.5, "fillcolor": UNSCORED_FILL, "name": "unscored"}
+               for lo, hi in _runs(unscored_steps(a))])
+
+
+def shading_legend(a: Mapping[str, Any], steps: Sequence[int] | None) -> list[dict]:
+    """A line above the plot saying what the bands are."""
+    text = "orange strip: ablated " + ("(all timesteps)" if steps is None else "timesteps")
+    if unscored_steps(a):
+        text += " · grey: no scored position, left out"
+    return [{"text": text, "xref": "paper", "yref": "paper", "x": 0, "y": 1.045, "xanchor": "left", "yanchor": "bottom",
+             "showarrow": False, "font": {"size": 10, "color": "#6b7480"}}]
+
+
 def metric_figure(a: Mapping[str, Any], steps: Sequence[int] | None) -> dict:
-    clean = a.get("metric_clean_per_step") or []
-    ablated = a.get("metric_per_step") or []
+    clean, scored = scored_series(a, "metric_clean_per_step")
+    ablated, _ = scored_series(a, "metric_per_step")
     if not (clean or ablated):
         return empty_figure("this result has no per-step metric")
     name = a.get("metric_name") or "metric"
     T = max(len(clean), len(ablated))
-    shapes = [{"type": "rect", "xref": "x", "yref": "paper", "x0": lo - 0.5, "x1": hi + 0.5, "y0": 0, "y1": 1,
-               "fillcolor": "rgba(245,176,65,0.18)", "line": {"width": 0}, "layer": "below"}
-              for lo, hi in _runs(steps or [])]
     data = [
         {"type": "scatter", "x": list(range(len(clean))), "y": clean, "name": "clean", "mode": "lines+markers",
-         "line": {"color": "#2c7fb8"}, "hovertemplate": "t=%{x}<br>%{y:.4f}<extra>clean</extra>"},
+         "line": {"color": "#2c7fb8"}, "connectgaps": True,
+         "hovertemplate": "t=%{x}<br>%{y:.4f}<extra>clean</extra>"},
         {"type": "scatter", "x": list(range(len(ablated))), "y": ablated, "name": "ablated", "mode": "lines+markers",
-         "line": {"color": "#d7301f", "dash": "dash"}, "hovertemplate": "t=%{x}<br>%{y:.4f}<extra>ablated</extra>"},
+         "line": {"color": "#d7301f", "dash": "dash"}, "connectgaps": True,
+         "hovertemplate": "t=%{x}<br>%{y:.4f}<extra>ablated</extra>"},
     ]
-    layout = base_layout(height=320, shapes=shapes,
+    over = "scored positions" if scored else "every position"
+    layout = base_layout(height=340, shapes=step_shapes(a, steps, T), annotations=shading_legend(a, steps),
+                         margin={"t": 48},
+                         legend={"orientation": "h", "y": -0.22, "yanchor": "top"},
                          xaxis={"title": {"text": "timestep"}, "range": [-0.5, max(T, 1) - 0.5]},
-                         yaxis={"title": {"text": f"{name} (mean per step)"}})
+                         yaxis={"title": {"text": f"{name} (mean over {over})"}, "rangemode": "tozero"})
     return figure(data, layout)
 
 
-def change_figure(a: Mapping[str, Any]) -> dict:
-    dp = a.get("prob_change_per_step") or []
-    flips = a.get("flip_rate_per_step") or []
-    kl = a.get("kl_per_step") or []
+def change_figure(a: Mapping[str, Any], steps: Sequence[int] | None = None) -> dict:
+    dp, scored = scored_series(a, "prob_change_per_step")
+    flips, _ = scored_series(a, "flip_rate_per_step")
+    kl, _ = scored_series(a, "kl_per_step")
     if not (dp or flips):
         return empty_figure("this result has no per-step output change")
+    T = max(len(dp), len(flips))
+    over = "scored positions" if scored else "every position"
     data = [
         {"type": "bar", "x": list(range(len(dp))), "y": dp, "name": "mean |Δp|", "marker": {"color": "#8856a7"},
          "customdata": kl, "hovertemplate": "t=%{x}<br>|Δp| %{y:.4f}<br>KL %{customdata:.4g}<extra></extra>"},
         {"type": "scatter", "x": list(range(len(flips))), "y": flips, "name": "flipped", "mode": "lines+markers",
-         "yaxis": "y2", "line": {"color": "#e6550d"}, "hovertemplate": "t=%{x}<br>%{y:.1%} flipped<extra></extra>"},
+         "yaxis": "y2", "line": {"color": "#e6550d"}, "connectgaps": True,
+         "hovertemplate": "t=%{x}<br>%{y:.1%} flipped<extra></extra>"},
     ]
-    layout = base_layout(height=320, xaxis={"title": {"text": "timestep"}},
-                         yaxis={"title": {"text": "mean |Δp|"}, "rangemode": "tozero"},
+    layout = base_layout(height=340, shapes=step_shapes(a, steps, T), annotations=shading_legend(a, steps),
+                         margin={"t": 48, "r": 64}, legend={"orientation": "h", "y": -0.22, "yanchor": "top"},
+                         xaxis={"title": {"text": "timestep"}, "range": [-0.5, max(T, 1) - 0.5]},
+                         yaxis={"title": {"text": f"mean |Δp| over {over}"}, "rangemode": "tozero"},
                          yaxis2=axis(title={"text": "share flipped"}, overlaying="y", side="right", range=[0, 1],
                                      tickformat=".0%", dtick=0.25, showgrid=False))
     return figure(data, layout)
@@ -145,13 +192,16 @@ def result_view(results: Mapping[str, Any], body: Mapping[str, Any] | None) -> d
     report = results.get("report") or {}
     reliance = report.get("reliance") if isinstance(report, Mapping) else None
     steps = get_path(body or {}, "specs.0.steps")
-    rows = [{"t": t, "metric_clean": c, "metric_ablated": m, "prob_change": dp, "flip_rate": f, "kl": k}
-            for t, (c, m, dp, f, k) in enumerate(zip(*[a.get(key) or [] for key in (
-                "metric_clean_per_step", "metric_per_step", "prob_change_per_step", "flip_rate_per_step",
-                "kl_per_step")]))]
+    columns = {"metric_clean": "metric_clean_per_step", "metric_ablated": "metric_per_step",
+               "prob_change": "prob_change_per_step", "flip_rate": "flip_rate_per_step", "kl": "kl_per_step"}
+    series = {name: scored_series(a, key)[0] for name, key in columns.items()}
+    scored = a.get("scored_per_step") or []
+    rows = [{"t": t, **{name: values[t] if t < len(values) else None for name, values in series.items()},
+             "scored_positions": scored[t] if t < len(scored) else None}
+            for t in range(max((len(v) for v in series.values()), default=0))]
     return {
         "metric": metric_figure(a, steps),
-        "change": change_figure(a),
+        "change": change_figure(a, steps),
         "summary": summary_table(a) if a else None,
         "verdict": verdict_panel(reliance, None if reliance else "no reliance verdict in the report"),
         "export": export_payload("ablation", {"ablation": a, "reliance": reliance},
@@ -176,10 +226,12 @@ PAGE = jobpage.JobPage(
     panels={"verdict": "ms-verdict-wrap", "summary": None},
     figures={
         "metric": FigureCard("Task metric per timestep: clean vs ablated", "ablation-metric",
-                             "Shaded: the ablated timesteps.", half=True),
+                             "Each step's mean over the positions scored there (so it reads on the metric's own "
+                             "scale); steps with nothing scored are grey and left out. The orange strip on top "
+                             "marks the ablated timesteps.", half=True),
         "change": FigureCard("Output change per timestep", "ablation-output-change",
                              "Mean absolute change of the output probabilities, and the share of predictions "
-                             "that flip.", half=True),
+                             "that flip, over the scored positions of each step (grey: none scored).", half=True),
     },
     submit=submit,
     render=lambda api, results, body: result_view(results, body),

@@ -12,11 +12,26 @@ from ..api import ApiClient, ApiError, kind_entry
 from ..components import error_box
 
 
+def file_name(ckpt: Mapping[str, Any]) -> str | None:
+    """The uploaded file's name (`file_name`; `filename` from servers before it)."""
+    return ckpt.get("file_name") or ckpt.get("filename") or None
+
+
+def checkpoint_title(ckpt: Mapping[str, Any]) -> str:
+    """The checkpoint's name, and its file's where that tells it apart: one run's
+    final.safetensors and step-001000.safetensors share the name the run gave them."""
+    name = str(ckpt.get("name") or ckpt.get("id"))
+    file = file_name(ckpt)
+    if file and file.rsplit(".", 1)[0] != name:
+        return f"{name} · {file}"
+    return name
+
+
 def checkpoint_label(ckpt: Mapping[str, Any]) -> str:
     task = (ckpt.get("task") or {}).get("name") or "no task"
     step = ckpt.get("step")
     step_text = f" step {step}" if step else ""
-    return f"{ckpt.get('name') or ckpt.get('id')} ({ckpt.get('arch', '?')}, {task}{step_text})"
+    return f"{checkpoint_title(ckpt)} ({ckpt.get('arch', '?')}, {task}{step_text})"
 
 
 def checkpoint_options(checkpoints: Sequence[Mapping[str, Any]]) -> list[dict]:

@@ -5,6 +5,11 @@ matrix, attention rows) and draws the whole-sequence figures; the timestep slide
 play button and clicks on heatmap columns then redraw the selected-timestep panels in
 the browser (assets/mnemoscope.js `scrub`), with no server round trip.
 
+For a stacked model (sequence and Hugging Face models: sites `layers.{i}.*`) a layer
+and a head picker choose what is traced and drawn: the chosen layer's memory heads,
+attention patterns and implicit attention, one head or all of them as small multiples.
+The checkpoint's latest report adds the verdict's warnings above the figures.
+
 This module holds the layout and the callbacks; the trace is shaped in
 `explore_data` and drawn in `explore_figures`.
 """
@@ -16,11 +21,13 @@ from typing import Any, Mapping
 from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html
 
 from ..api import ApiClient, ApiError
-from ..components import DIFFUSE_ABOVE, SHARP_BELOW, empty_figure, error_box, export_buttons, export_payload, graph_card
+from ..components import (DIFFUSE_ABOVE, SHARP_BELOW, empty_figure, error_box, export_buttons, export_payload,
+                          graph_card, warnings_row)
 from ..explore_data import (
     build_bundle,
     bundle_text,
     entropy_series,
+    layer_choices,
     matrix_steps,
     sites_to_record,
     summary_line,
@@ -32,6 +39,7 @@ from .common import (
     TASK_PARAM,
     NumberField,
     checkpoint_boot,
+    checkpoint_title,
     checkpoint_dropdown,
     field,
     length_params,
@@ -41,7 +49,8 @@ from .common import (
 
 PATH = "explore"
 TITLE = "Explore"
-URL_KEYS = ["checkpoint", "length", "seed", "t"]
+URL_KEYS = ["checkpoint", "length", "seed", "layer", "head", "t"]
+ALL_HEADS = "all"
 LENGTH = NumberField("explore-length", "trace", TASK_PARAM, "length")
 SEED = NumberField("explore-seed", "trace", "seed", "seed")
 
@@ -52,7 +61,8 @@ STEP_GRAPHS = ["explore-weights-t", "explore-matrix-t", "explore-attention-t"]
 
 
 def load_matrix(api: ApiClient, bundle: Mapping[str, Any] | None) -> dict | None:
-    """Second request of a trace: the same sample again, recording only the matrix."""
+    """Second request of a trace: the same sample again, recording only the matrix (of
+    the chosen head, for a linear-memory state)."""
     if not bundle or not bundle.get("matrix_site") or not bundle.get("request"):
         return None
     req = bundle["request"]
@@ -61,14 +71,50 @@ def load_matrix(api: ApiClient, bundle: Mapping[str, Any] | None) -> dict | None
                           sites=[bundle["matrix_site"]])
     except ApiError as exc:
         return {"error": str(exc)}
-    return matrix_steps(trace, bundle["matrix_site"])
+    return matrix_steps(trace, bundle["matrix_site"], bundle.get("head") or 0)
+
+
+def choose_layer(layers: list[dict], layer: Any, head: Any) -> tuple[int | None, int | None]:
+    """(layer, head) as drawn: the asked-for layer where the model has it, else its first
+    layer with something to draw; the asked-for head where that layer has it, else all
+    (None). A model without layers: (None, None)."""
+    if not layers:
+        return None, None
+    by_number = {entry["layer"]: entry for entry in layers}
+    asked = to_int(layer, name="layer") if str(layer or "").strip().isdigit() else None
+    entry = by_number.get(asked) or layers[0]
+    head_v = to_int(head, name="head") if str(head or "").strip().isdigit() else None
+    if head_v is not None and head_v >= entry["heads"]:
+        head_v = None
+    return entry["layer"], head_v
+
+
+def head_options(layers: list[dict], layer: int | None) -> list[dict]:
+    heads = next((e["heads"] for e in layers if e["layer"] == layer), 1)
+    return [{"label": f"all {heads} heads" if heads > 1 else "all", "value": ALL_HEADS},
+            *[{"label": f"head {h}", "value": str(h)} for h in range(heads)]]
+
+
+def report_warnings(api: ApiClient, checkpoint_id: str | None) -> Any:
+    """The verdict's warnings from the checkpoint's latest report (nothing without one)."""
+    if not checkpoint_id:
+        return None
+    try:
+        job_id = api.checkpoint(checkpoint_id).get("report_job_id")
+        result = api.job(job_id).get("result") if job_id else None
+    except ApiError:
+        return None
+    data = result.get("data", result) if isinstance(result, Mapping) else None
+    return warnings_row(data if isinstance(data, Mapping) else None, "explore-warnings-list")
 
 
 # -- the callback's work --------------------------------------------------------------------
 
-def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any, t: Any = None) -> dict:
-    """Everything the page shows for one (checkpoint, length, seed): figures, the bundle
-    for scrubbing, slider settings, which optional cards to show, and any error."""
+def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any, t: Any = None,
+              layer: Any = None, head: Any = None) -> dict:
+    """Everything the page shows for one (checkpoint, length, seed, layer, head): figures,
+    the bundle for scrubbing, slider settings, the layer and head pickers, which optional
+    cards to show, and any error."""
     view = _blank_view()
     if not checkpoint_id:
         view["status"] = "Choose a checkpoint to trace."
@@ -81,14 +127,16 @@ def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any,
         ckpt = api.checkpoint(checkpoint_id)
         specs = api.sites(checkpoint_id)
         params = length_params(ckpt.get("task"), length_v)
-        trace = api.trace(checkpoint_id, params=params, seed=seed_v, samples=1, sites=sites_to_record(specs))
+        layers = layer_choices(specs)
+        layer_v, head_v = choose_layer(layers, layer, head)
+        trace = api.trace(checkpoint_id, params=params, seed=seed_v, samples=1, sites=sites_to_record(specs, layer_v))
     except (ValueError, ApiError) as exc:
         view["error"] = str(exc)
         return view
-    bundle = build_bundle(trace, specs, t_v)
+    bundle = build_bundle(trace, specs, t_v, layer_v, head_v)
     bundle["request"] = {"checkpoint": checkpoint_id, "params": params, "seed": seed_v}
     T = bundle["T"]
-    ent = entropy_series(trace, specs)
+    ent = entropy_series(trace, specs, layer_v, head_v)
     view.update(
         bundle=bundle,
         strips=strips_figure(trace),
@@ -105,10 +153,18 @@ def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any,
         show_matrix=bundle["matrix_site"] is not None,
         show_rw=bool(bundle["read"] or bundle["write"]),
         show_weights=bool(bundle["read"] or bundle["write"] or bundle["slots"]),
-        status=f"{ckpt.get('name') or checkpoint_id}: " + summary_line(trace, T),
+        status=f"{checkpoint_title(ckpt)}: " + summary_line(trace, T),
         export=export_payload(f"trace-{checkpoint_id}-seed{seed_v}", trace_json(trace, bundle, ent),
-                              trace_rows(trace, ent)),
+                              trace_rows(trace, ent, bundle)),
+        layer_options=[{"label": e["label"], "value": str(e["layer"])} for e in layers],
+        layer=None if layer_v is None else str(layer_v),
+        head_options=head_options(layers, layer_v) if layers else [],
+        head=None if not layers else ALL_HEADS if head_v is None else str(head_v),  # no picker, no URL key
+        show_layers=bool(layers),
     )
+    if layers:
+        chosen = next(e for e in layers if e["layer"] == layer_v)
+        view["status"] += f" · {chosen['label']} of {len(layers)} drawn layers"
     if bundle["hidden_heads"]:
         view["status"] += f" · {bundle['hidden_heads']} more heads not drawn"
     return view
@@ -118,7 +174,8 @@ def _blank_view() -> dict:
     blank = empty_figure()
     return {"bundle": None, "strips": blank, "read": blank, "write": blank, "slots": blank, "attention": blank,
             "entropy": blank, "slider_max": 0, "marks": {}, "t": 0, "show_slots": False, "show_attention": False,
-            "show_matrix": False, "show_weights": False, "show_rw": False, "status": "", "error": None, "export": None}
+            "show_matrix": False, "show_weights": False, "show_rw": False, "status": "", "error": None, "export": None,
+            "layer_options": [], "layer": None, "head_options": [], "head": None, "show_layers": False}
 
 
 def _marks(T: int) -> dict:
@@ -153,9 +210,21 @@ def layout(params: Mapping[str, str], context=None) -> html.Div:
             html.Div(
                 [
                     field("Checkpoint", checkpoint_dropdown("explore-checkpoint", ckpt), grow=True),
-                    field("Length", LENGTH.control(params.get("length") or None, placeholder="task's own",
+                    field("Length", LENGTH.control(params.get("length") or None, placeholder="default",
                                                    debounce=True)),
                     field("Seed", SEED.control(params.get("seed"), debounce=True)),
+                    html.Div(
+                        [field("Layer", dcc.Dropdown(id="explore-layer", value=params.get("layer"),
+                                                     options=[{"label": f"layer {params['layer']}",
+                                                               "value": params["layer"]}] if params.get("layer") else [],
+                                                     clearable=False, className="ms-dropdown ms-dropdown-narrow")),
+                         field("Head", dcc.Dropdown(id="explore-head", value=params.get("head"),
+                                                    options=[{"label": "all", "value": ALL_HEADS}]
+                                                    + ([{"label": f"head {params['head']}", "value": params["head"]}]
+                                                       if params.get("head") and params["head"] != ALL_HEADS else []),
+                                                    clearable=False, className="ms-dropdown ms-dropdown-narrow"))],
+                        id="explore-layer-fields", className="ms-inline-fields", hidden=True,
+                        title="a stacked model is drawn one layer at a time"),
                     html.Button("Trace", id="explore-run", className="ms-btn ms-btn-primary"),
                     export_buttons("explore"),
                 ],
@@ -163,9 +232,12 @@ def layout(params: Mapping[str, str], context=None) -> html.Div:
             ),
             html.Div(id="explore-boot-error"),
             html.Div(id="explore-error"),
+            html.Div(id="explore-warnings"),
             dcc.Loading(html.Div(id="explore-status", className="ms-status"), type="dot", delay_show=300),
             graph_card("explore-strips", "Input, target and output", filename="explore-strips",
-                       note="Rows are channels (bits); the bottom bar is the task metric at each step."),
+                       note="Rows are channels (bits: white = 1, black = 0; outputs: the probability of a 1). The "
+                            "bottom bars are the task metric of each scored position; grey columns are steps with "
+                            "nothing scored (their outputs count for nothing)."),
             html.Div(
                 [
                     graph_card("explore-read", "Read weights (slot x timestep)", filename="read-weights",
@@ -200,7 +272,8 @@ def layout(params: Mapping[str, str], context=None) -> html.Div:
                        hidden=True, note="DNC: how used each slot is, and where the allocation gate points."),
             graph_card("explore-attention", "Attention patterns", filename="attention", hidden=True,
                        note="Explicit attention, or the implicit attention of linear-memory and SSM layers "
-                            "(the weight each earlier input has on the output at t)."),
+                            "(the weight each earlier input has on the output at t), of the chosen layer: one "
+                            "panel per head."),
             graph_card("explore-entropy", "Normalised entropy per timestep", filename="entropy",
                        note=f"Entropy / log n of each weighting: above {DIFFUSE_ABOVE} the weight is spread "
                             f"everywhere (diffuse), below {SHARP_BELOW} it sits on a few places (sharp)."),
@@ -244,25 +317,47 @@ def register(app, context) -> None:
         Output("explore-status", "children"),
         Output("explore-error", "children"),
         Output({"type": "result", "name": "explore"}, "data"),
+        Output("explore-layer", "options"),
+        Output("explore-layer", "value"),
+        Output("explore-head", "options"),
+        Output("explore-head", "value"),
+        Output("explore-layer-fields", "hidden"),
         Input("explore-checkpoint", "value"),
         Input("explore-length", "value"),
         Input("explore-seed", "value"),
         Input("explore-run", "n_clicks"),
+        Input("explore-layer", "value"),
+        Input("explore-head", "value"),
         State("explore-boot", "data"),
         State("token-input", "value"),
     )
-    def _trace(checkpoint_id, length, seed, _clicks, boot, token):
+    def _trace(checkpoint_id, length, seed, _clicks, layer, head, boot, token):
         t = None
+        first_load = ctx.triggered_id in (None, "explore-checkpoint") and checkpoint_id == (boot or {}).get("checkpoint")
         # the first trace of a page load keeps the URL's timestep
-        if boot and boot.get("t") and ctx.triggered_id in (None, "explore-checkpoint") and checkpoint_id == boot.get("checkpoint"):
+        if boot and boot.get("t") and first_load:
             t = boot.get("t")
+        if ctx.triggered_id == "explore-checkpoint" and not first_load:
+            layer = head = None  # another model: its own first layer, all heads
+        elif ctx.triggered_id == "explore-layer":
+            head = None  # another layer: all its heads
         with context.client(token) as api:
-            v = load_view(api, checkpoint_id, length, seed, t)
+            v = load_view(api, checkpoint_id, length, seed, t, layer, head)
         deferred = {"figures": [v["strips"], v["slots"], v["attention"], v["entropy"]]}
         return (bundle_text(v["bundle"]), v["read"], v["write"], deferred,
                 v["slider_max"], v["marks"], v["t"], not v["show_slots"], not v["show_attention"],
                 not v["show_attention"], not v["show_matrix"], not v["show_weights"], not v["show_rw"], v["status"],
-                error_box(v["error"]), v["export"])
+                error_box(v["error"]), v["export"], v["layer_options"], v["layer"], v["head_options"], v["head"],
+                not v["show_layers"])
+
+    @app.callback(
+        Output("explore-warnings", "children"),
+        Input("explore-checkpoint", "value"),
+        State("token-input", "value"),
+    )
+    def _warnings(checkpoint_id, token):
+        with context.client(token) as api:
+            return report_warnings(api, checkpoint_id)
 
     # the read/write heatmaps are drawn first; the other whole-sequence figures a frame
     # later, so the heatmaps appear without waiting for them
@@ -322,6 +417,8 @@ def register(app, context) -> None:
         Input("explore-checkpoint", "value"),
         Input("explore-length", "value"),
         Input("explore-seed", "value"),
+        Input("explore-layer", "value"),
+        Input("explore-head", "value"),
         Input("explore-t", "value"),
         State("explore-url-keys", "data"),
         prevent_initial_call=True,

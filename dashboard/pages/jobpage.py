@@ -8,11 +8,19 @@ module builds the layout around it and registers its callbacks.
 
 Polling asks once per tick for the whole batch (GET /api/jobs filtered to the batch's
 checkpoint or kind), not once per job; results are fetched once, when every job is done.
-Callback bodies are plain functions of a client and the inputs (`run_step`,
+A tick is asked for only after the previous answer has arrived (assets/mnemoscope.js
+`nextPoll` sets the `poll` store a moment later), never by a free-running timer: Dash drops the answer of a callback that a
+newer call of it overtakes, so with a timer a poll slower than the interval (ten results
+to fetch on a busy server) was always overtaken and the page never heard the jobs end.
+
+A URL with `run=1` (written once a result is shown) runs the form again on load, so a
+shared link shows the result, not just the form (the server answers from its stored
+results). Callback bodies are plain functions of a client and the inputs (`run_step`,
 `boot_step`), so tests call them with a fake client.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field as dataclass_field
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -85,6 +93,12 @@ class JobPage:
         """What the results show while the jobs run: the previous result goes."""
         return {**{k: None for k in self.panels}, **{k: empty_figure("running...") for k in self.figures}}
 
+    @property
+    def failed(self) -> dict:
+        """What the results show when a job failed: no result, and why is above."""
+        return {**{k: None for k in self.panels},
+                **{k: empty_figure("no result: the job failed (the reason is above)") for k in self.figures}}
+
     def results(self) -> list:
         """The panels, then the figure cards (half-width ones in pairs)."""
         out = [html.Div(id=self.id(key), className=css) for key, css in self.panels.items()]
@@ -132,11 +146,15 @@ def page_layout(page: JobPage, params: Mapping[str, str]) -> html.Div:
     return html.Div(
         [
             dcc.Store(id=page.id("boot"), data=dict(params)),
-            dcc.Store(id=page.id("url-keys"), data=["checkpoint", *page.form_keys]),
+            dcc.Store(id=page.id("url-keys"), data=["checkpoint", *page.form_keys, "run"]),
             html.Span(id=page.id("url-sink"), hidden=True),
             *[html.Div(row, className="ms-controls") for row in rows],
             dcc.Store(id=page.id("jobs")),
-            dcc.Interval(id=page.id("poll"), interval=POLL_MS, disabled=True),
+            dcc.Store(id=page.id("poll")),  # the tick: a new value asks for the next poll
+            dcc.Store(id=page.id("wait")),  # {"key", "ms", "target"} while jobs run: ask for the next tick
+            html.Span(id=page.id("wait-sink"), hidden=True),
+            dcc.Store(id=page.id("autorun")),  # set on load when the URL says run=1
+            dcc.Store(id=page.id("ran")),  # "1" once a result is shown: the URL's run=1
             html.Div(progress_view(None), id=page.id("progress"), className="ms-progress-wrap"),
             html.Div(id=page.id("boot-error")),
             html.Div(id=page.id("error")),
@@ -298,9 +316,10 @@ def run_step(page: JobPage, api: ApiClient, trigger: Any, checkpoint: Any, form:
     key (no_update where unchanged)}."""
     out: dict[str, Any] = {key: no_update for key, _, _ in page.outputs}
     out["export"] = no_update
+    out["ran"] = no_update
     state = dict(state or {})
     requests = None
-    if trigger == page.id("run"):
+    if trigger in (page.id("run"), page.id("autorun")):
         try:
             if not checkpoint:
                 raise ValueError(page.no_checkpoint)
@@ -312,13 +331,24 @@ def run_step(page: JobPage, api: ApiClient, trigger: Any, checkpoint: Any, form:
     step = run_or_poll(api, requests, state.get("jobs"))
     if step["results"] is not None:
         out.update(page.render(api, step["results"], state.get("memo")))
+        out["ran"] = "1"
+    elif step["error"]:
+        out.update(page.failed)  # not "running..." for ever
     return {**out, "jobs": {"jobs": step["jobs"], "memo": state.get("memo")}, "poll_disabled": step["poll_disabled"],
             "progress": step["progress"], "error": step["error"]}
 
 
 def boot_step(page: JobPage, api: ApiClient, boot: Mapping | None, values: Sequence[Any]) -> tuple:
-    """On page load: the checkpoint options, and the number fields' bounds and defaults."""
-    return page_boot(api, boot, page.number_fields, values, multi=page.multi)
+    """On page load: the checkpoint options, the number fields' bounds and defaults, and
+    whether to run at once (a shared URL with run=1 and a checkpoint)."""
+    autorun = 1 if (boot or {}).get("run") == "1" and (boot or {}).get("checkpoint") else no_update
+    return (*page_boot(api, boot, page.number_fields, values, multi=page.multi), autorun)
+
+
+def next_wait(poll_disabled: bool, target: str, ms: int = POLL_MS) -> dict | None:
+    """The `wait` store: a fresh key asks assets/mnemoscope.js for one more tick in the
+    store `target`, `ms` from now."""
+    return None if poll_disabled else {"key": uuid.uuid4().hex, "ms": ms, "target": target}
 
 
 # -- callbacks --------------------------------------------------------------------------------
@@ -329,6 +359,7 @@ def register(app, context, page: JobPage) -> None:
         Output(page.id("checkpoint"), "options"),
         Output(page.id("boot-error"), "children"),
         *[Output(n.id, prop) for n in page.number_fields for prop in ("min", "max", "value")],
+        Output(page.id("autorun"), "data"),
         Input(page.id("boot"), "data"),
         *[State(n.id, "value") for n in page.number_fields],
         State("token-input", "value"),
@@ -338,34 +369,45 @@ def register(app, context, page: JobPage) -> None:
         with context.client(token) as api:
             return boot_step(page, api, boot, values)
 
-    keys = [key for key, _, _ in page.outputs] + ["export"]
+    keys = [key for key, _, _ in page.outputs] + ["export", "ran"]
 
     @app.callback(
         Output(page.id("jobs"), "data"),
-        Output(page.id("poll"), "disabled"),
+        Output(page.id("wait"), "data"),
         Output(page.id("progress"), "children"),
         Output(page.id("error"), "children"),
         *[Output(component, prop) for _, component, prop in page.outputs],
         Output({"type": "result", "name": page.name}, "data"),
+        Output(page.id("ran"), "data"),
         Input(page.id("run"), "n_clicks"),
-        Input(page.id("poll"), "n_intervals"),
+        Input(page.id("poll"), "data"),
+        Input(page.id("autorun"), "data"),
         State(page.id("checkpoint"), "value"),
         *[State(page.id(part), "value") for part in page.form_keys],
         State(page.id("jobs"), "data"),
         State("token-input", "value"),
         prevent_initial_call=True,
     )
-    def _run(_clicks, _tick, checkpoint, *rest):
+    def _run(_clicks, _tick, _autorun, checkpoint, *rest):
         *form, state, token = rest
         with context.client(token) as api:
             out = run_step(page, api, ctx.triggered_id, checkpoint, form, state)
-        return (out["jobs"], out["poll_disabled"], out["progress"], error_box(out["error"]),
+        return (out["jobs"], next_wait(out["poll_disabled"], page.id("poll")), out["progress"], error_box(out["error"]),
                 *[out[key] for key in keys])
+
+    # the next poll is asked for once this answer has arrived (see the module doc)
+    app.clientside_callback(
+        ClientsideFunction("mnemoscope", "nextPoll"),
+        Output(page.id("wait-sink"), "children"),
+        Input(page.id("wait"), "data"),
+        prevent_initial_call=True,
+    )
 
     app.clientside_callback(
         ClientsideFunction("mnemoscope", "syncUrl"),
         Output(page.id("url-sink"), "children"),
         *[Input(page.id(key), "value") for key in ["checkpoint", *page.form_keys]],
+        Input(page.id("ran"), "data"),
         State(page.id("url-keys"), "data"),
         prevent_initial_call=True,
     )

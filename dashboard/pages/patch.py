@@ -114,27 +114,51 @@ def heatmap_figure(p: Mapping[str, Any]) -> dict:
     return figure(data, layout)
 
 
+NO_EFFECT = 1e-6  # a site whose patches move the score less than this has no effect anywhere
+
+
+def strongest(values: Sequence[float | None], direction: str) -> tuple[int, float] | None:
+    """(t, effect) of the patch that matters most, or None when none does. Denoising asks
+    how much of the clean answer a patch brings back (the largest recovery); noising asks
+    how much of it a patch destroys (the largest drop below 1, where 1 = untouched)."""
+    effects = [(t, v if direction == "denoise" else 1.0 - v) for t, v in enumerate(values) if v is not None]
+    if not effects:
+        return None
+    t, effect = max(effects, key=lambda tv: tv[1])
+    return None if effect <= NO_EFFECT else (t, effect)
+
+
 def summary_view(p: Mapping[str, Any]) -> html.Div:
     name = p.get("score_name") or "score"
+    direction = p.get("direction") or "denoise"
     label = f"estimated ({p.get('method', 'AtP')})" if p.get("label") == "estimated" else "exact"
-    head = (f"{label} · {p.get('direction', 'denoise')}, {p.get('pairs', '?')} pairs, {p.get('positions', '?')} differing "
+    head = (f"{label} · {direction}, {p.get('pairs', '?')} pairs, {p.get('positions', '?')} differing "
             f"positions scored · {name}: clean {fmt(p.get('score_clean'), 4)}, corrupted {fmt(p.get('score_corrupted'), 4)}")
+    effect_name = "max recovery" if direction == "denoise" else "largest drop"
     rows = []
     for i, site in enumerate(p.get("sites") or []):
         row = p["scores"][i] if i < len(p.get("scores") or []) else []
-        vals = [(t, v) for t, v in enumerate(_mean_over_elements(row)) if v is not None]
-        if vals:
-            t_max, v_max = max(vals, key=lambda tv: tv[1])
-            mean = sum(v for _, v in vals) / len(vals)
-            rows.append(html.Tr([html.Td(site, className="ms-mono"), html.Td(fmt(v_max, 3), className="ms-num"),
-                                 html.Td(str(t_max), className="ms-num"), html.Td(fmt(mean, 3), className="ms-num")]))
-    table = html.Table([html.Thead(html.Tr([html.Th("site"), html.Th("max recovery"), html.Th("at t"),
-                                            html.Th("mean over t")])), html.Tbody(rows)], className="ms-table ms-table-compact")
+        values = _mean_over_elements(row)
+        defined = [v for v in values if v is not None]
+        if not defined:
+            continue
+        best = strongest(values, direction)
+        cells = ([html.Td(fmt(best[1], 3), className="ms-num"), html.Td(str(best[0]), className="ms-num")] if best
+                 else [html.Td("none: no patch moves the answer", colSpan=2, className="ms-dim")])
+        rows.append(html.Tr([html.Td(site, className="ms-mono"), *cells,
+                             html.Td(fmt(sum(defined) / len(defined), 3), className="ms-num")]))
+    table = html.Table([html.Thead(html.Tr([html.Th("site"), html.Th(effect_name), html.Th("at t"),
+                                            html.Th("mean over t")])), html.Tbody(rows)],
+                       className="ms-table ms-table-compact", id="patch-summary-table")
+    meaning = ("Recovery: 1 = the clean answer fully back, 0 = no effect." if direction == "denoise" else
+               "Noising patches the clean run: 1 = the clean answer untouched; the largest drop (1 - value) "
+               "marks the site and step the answer needs.")
     note = p.get("note")
     v = p.get("verify") or {}
     checked = (f"checked exactly on {v.get('cells')} cells: Spearman {fmt(v.get('spearman'), 3)}, top-10 recall "
                f"{fmt(v.get('top10_recall'), 2)}") if v else None
     return html.Div([html.P(head, className="ms-status"), html.P(checked, className="ms-note") if checked else None, table,
+                     html.P(meaning, className="ms-note"),
                      html.P(note, className="ms-note") if note else None])
 
 

@@ -2,8 +2,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import Invalid, NotFound
+from ..kinds import REPORT
 from ..deps import AuthDep, JobsDep, ModelsDep, SettingsDep, StoreDep
 from ..responses import OpenedFileResponse
 from ..schemas import CheckpointOut, SiteOut, TraceOut, TraceRequest
@@ -49,9 +51,11 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_checkpoint(request: Request, response: Response, store: StoreDep, settings: SettingsDep,
-                            _: AuthDep) -> dict:
+                            jobs: JobsDep, _: AuthDep) -> dict:
     record, created = await service.ingest(request, store, settings.max_upload_bytes)
     response.status_code = 201 if created else 200
+    if created and settings.auto_analyze:  # the verdict without a click (a stored result is reused)
+        await run_in_threadpool(job_service.submit, store, jobs, settings, record["id"], REPORT, REPORT.request_model())
     return service.public(record)
 
 

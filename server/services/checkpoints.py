@@ -114,6 +114,7 @@ def public(record: dict) -> dict:
         "id": record["id"],
         "name": record["name"],
         "filename": record["filename"],
+        "file_name": record["filename"],  # the name the issue asked for; `filename` stays for old clients
         "arch": record["arch"],
         "config": record["config"],
         "task": record["task"],

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import torch
+
+from mnemoscope.analysis.ablation import position_scores
 from mnemoscope.analysis.entropy import per_step_entropy
 from mnemoscope.analysis.sites import specs
 from mnemoscope.analysis.trace import SiteRecord, run_trace
@@ -46,6 +49,9 @@ def trace(
     # per sequence and step (the engine's per-step arrays are means over rows)
     loss = task.loss_per_step(result.logits, batch)
     metric = task.metric_per_step(result.logits, batch)
+    # each scored position's own score (the dashboard's per-step bars), NaN -> null elsewhere
+    metric_scored = torch.where(batch.mask.bool(), position_scores(task, result.logits, batch),
+                                torch.tensor(float("nan")))
 
     token_inputs = batch.inputs.dim() == 2
     bits = task.output_kind == "bits"
@@ -65,6 +71,7 @@ def trace(
         "logits": labelled(result.logits, ["batch", "time", out_axis]),
         "loss": labelled(loss, ["batch", "time"]),
         "metric": labelled(metric, ["batch", "time"]),
+        "metric_scored": labelled(metric_scored, ["batch", "time"]),
         "summary": to_jsonable({
             "loss": result.loss,
             "metric": result.metric,

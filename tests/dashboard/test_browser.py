@@ -192,7 +192,7 @@ def test_ablation_shows_metric_change_and_verdict(page, live_server, uploaded, s
     assert page.locator("#ablate-progress [data-status]").get_attribute("data-status") == "done"
     names = on_graph(page, "ablate-metric", "gd.data.map(t => t.name)")
     assert names == ["clean", "ablated"]
-    shaded = on_graph(page, "ablate-metric", "gd.layout.shapes.map(s => [s.x0, s.x1])")
+    shaded = on_graph(page, "ablate-metric", "gd.layout.shapes.filter(s => s.name === 'ablated').map(s => [s.x0, s.x1])")
     assert shaded == [[3.5, 8.5]]
     assert "→" in page.locator("#ablate-summary").inner_text()
     screenshot(page, "ablate")
@@ -305,3 +305,155 @@ def test_delete_asks_first(page, live_server, checkpoint_files):
     row.locator("button:has-text('Delete')").click()
     row.wait_for(state="detached")
     assert httpx.get(f"{live_server}/api/checkpoints/{spare['id']}").status_code == 404
+
+
+# -- a researcher's first session (issue 17) ------------------------------------------------------------
+
+ZOO = Path(__file__).resolve().parents[2] / "mnemoscope" / "zoo"
+SERIES_FILES = sorted(ZOO.glob("ntm-copy-small-controller-step-*.safetensors")) + [
+    ZOO / "ntm-copy-small-controller.safetensors"]
+
+
+def upload_file(live_server: str, path: Path, name: str | None = None) -> dict:
+    with open(path, "rb") as f:
+        r = httpx.post(f"{live_server}/api/checkpoints", files={"file": (name or path.name, f)}, timeout=120)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def test_gradients_with_a_ten_checkpoint_series_reaches_the_page(page, live_server, screenshot):
+    """Point 1 and 2: ten fresh jobs finish and every checkpoint is drawn and listed."""
+    ids = [upload_file(live_server, path)["id"] for path in SERIES_FILES]
+    assert len(ids) == 10
+    page.goto(f"{live_server}/dashboard/gradients?checkpoint={','.join(ids)}&samples=4&seed=11")
+    page.wait_for_function(f"{text_of('#gradients-checkpoint')}.includes('step')")
+    page.click("#gradients-run")
+    page.wait_for_function("() => { const gd = document.querySelector('#gradients-series .js-plotly-plot');"
+                           " return gd && gd.data && gd.data.length === 3 && gd.data[0].x.length === 10; }",
+                           timeout=JOB_TIMEOUT)
+    assert page.locator("#gradients-progress [data-status]").get_attribute("data-status") == "done"
+    names = on_graph(page, "gradients-groups", "gd.data.map(t => t.name)")
+    assert len(names) == 10 and names[-1] == "step 3000"  # the final model is drawn
+    assert page.locator("#gradients-summary-table tbody tr").count() == 10
+    # the legend sits under the bars, not over them
+    legend, plot = (on_graph(page, "gradients-groups", f"gd.querySelector('{sel}').getBoundingClientRect().top")
+                    for sel in (".legend", ".bars, .barlayer"))
+    assert legend > plot
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top in a full-page shot
+    screenshot(page, "gradients-series-10")
+
+
+def test_compare_on_mqar_and_a_hybrid(page, live_server, screenshot):
+    """Point 3: columns in the order chosen, the hybrid's state rank charted, entropy named."""
+    hybrid = upload_file(live_server, ZOO / "hybrid-short-window.safetensors")
+    mqar = upload_file(live_server, ZOO / "mqar-deltanet.safetensors")
+    page.goto(f"{live_server}/dashboard/compare?checkpoint={mqar['id']},{hybrid['id']}")
+    page.wait_for_function(f"{text_of('#compare-checkpoint')}.includes('mqar-deltanet')")
+    page.click("#compare-run")
+    table = page.locator("#compare-result")
+    table.wait_for(timeout=JOB_TIMEOUT)
+    heads = table.locator("thead th").all_inner_texts()
+    assert heads[1].startswith("mqar-deltanet") and heads[2].startswith("hybrid-short-window")  # as chosen
+    text = table.inner_text()
+    assert "state rank" in text and "-0.00" not in text
+    assert "attention layers.2.attention.pattern" in text  # what the hybrid's entropy was taken from
+    ranks = on_graph(page, "compare-figure", "gd.data[2].y")
+    assert all(isinstance(v, (int, float)) and v > 0 for v in ranks)  # the chart is not empty
+    screenshot(page, "compare-mqar")
+
+
+def test_ablate_on_mqar_counts_scored_positions(page, live_server, screenshot):
+    """Point 4: per-step accuracy on its own scale, unscored steps grey, 'all' shaded,
+    and a shared URL shows the result again."""
+    mqar = upload_file(live_server, ZOO / "mqar-deltanet.safetensors")
+    page.goto(f"{live_server}/dashboard/ablate?checkpoint={mqar['id']}&mode=resample&steps=all&samples=16")
+    page.wait_for_function(f"{text_of('#ablate-sites')}.includes('memory.read')")
+    page.locator("#ablate-steps").fill("99-120")
+    assert page.evaluate("(() => { const el = document.querySelector('#ablate-steps');"
+                         " return el.scrollWidth <= el.clientWidth; })()")  # "99-120" fits, not "99-12"
+    page.locator("#ablate-steps").fill("all")
+    page.click("#ablate-run")
+    page.locator("#ablate-verdict .ms-verdict").wait_for(timeout=JOB_TIMEOUT)
+    clean = on_graph(page, "ablate-metric", "gd.data[0].y")
+    scored = [v for v in clean if v is not None]
+    assert None in clean and max(scored) > 0.3  # accuracy over scored positions, not 0.08
+    assert "scored positions" in on_graph(page, "ablate-metric", "gd.layout.yaxis.title.text")
+    shapes = on_graph(page, "ablate-metric", "gd.layout.shapes.map(s => s.name)")
+    assert "ablated" in shapes and "unscored" in shapes
+    flips = on_graph(page, "ablate-change", "gd.data[1].y")
+    assert all(f is None for f, c in zip(flips, clean) if c is None)  # nothing "flipped" where nothing is scored
+    page.wait_for_function("location.search.includes('run=1')")
+    screenshot(page, "ablate-mqar")
+    # the shared URL brings the result back, not just the form
+    page.goto(page.url)
+    page.wait_for_function("() => { const gd = document.querySelector('#ablate-metric .js-plotly-plot');"
+                           " return gd && gd.data && gd.data.length === 2; }", timeout=JOB_TIMEOUT)
+
+
+def test_explore_a_hybrid_layer_by_layer(page, live_server, screenshot):
+    """Point 6: a layer picker; the attention layer's eight heads as small multiples, and
+    attention at t one panel per head."""
+    hybrid = upload_file(live_server, ZOO / "hybrid-short-window.safetensors")
+    page.goto(f"{live_server}/dashboard/explore?checkpoint={hybrid['id']}")
+    page.wait_for_function(f"{text_of('#explore-status')}.includes('layer 0')")
+    assert page.locator("#explore-layer-fields").is_visible()
+    page.click("#explore-layer")
+    page.get_by_text("layer 2 · attention", exact=True).last.click()
+    page.wait_for_function(f"{text_of('#explore-status')}.includes('layer 2 · attention')")
+    wait_for_heatmap(page, "explore-attention")
+    page.wait_for_function("location.search.includes('layer=2')")
+    panels = on_graph(page, "explore-attention", "gd.data.filter(t => t.type === 'heatmap').length")
+    assert panels == 8 and "not drawn" not in page.locator("#explore-status").inner_text()
+    page.locator("#explore-t [role=slider]").focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("((document.querySelector('#explore-attention-t .gtitle') || {}).textContent || '')"
+                           ".startsWith('query t = 10')")
+    axes = on_graph(page, "explore-attention-t", "gd.data.map(t => t.yaxis)")
+    assert len(axes) == 8 and len(set(axes)) == 8  # one panel per head, not eight stacked bars
+    entropy = on_graph(page, "explore-entropy", "gd.data.map(t => t.name)")
+    assert entropy and all(name.startswith("layers.2.attention.pattern") for name in entropy)
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "explore-hybrid-attention-layer")
+
+
+def test_own_runs_are_told_apart_and_analysed_without_a_click(page, live_server, tmp_path, screenshot):
+    """Point 7: one run's final and step files, same name: the file names show in the
+    table and the pickers, the metric column is filled, and both get a verdict without
+    anyone pressing Analyze."""
+    import torch
+
+    from mnemoscope.models import build_model
+    from mnemoscope.models.checkpoints import save_checkpoint
+    from mnemoscope.models.tasks import make_task
+
+    from .conftest import NTM_CONFIG, TINY_TASK
+
+    files = {}
+    for seed, file in ((5, "final.safetensors"), (6, "step-001000.safetensors")):
+        torch.manual_seed(seed)
+        files[file] = save_checkpoint(tmp_path / file, build_model("ntm", NTM_CONFIG), task=make_task(TINY_TASK),
+                                      step=1000, name="my-run", metrics={"wrong_bits": 1.5 + seed})
+    page.goto(f"{live_server}/dashboard/")
+    page.wait_for_selector("#upload-zone")
+    for file, path in files.items():
+        page.evaluate(
+            """([bytes, name]) => {
+                const dt = new DataTransfer();
+                dt.items.add(new File([new Uint8Array(bytes)], name));
+                document.getElementById('upload-zone').dispatchEvent(
+                    new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+            }""", [list(path.read_bytes()), file])
+        page.wait_for_function(f"{text_of('#upload-message')}.includes('{file}')")
+    rows = {file: page.locator("#checkpoints-list tr[data-checkpoint]", has_text=file) for file in files}
+    for file, row in rows.items():
+        row.wait_for()
+        assert "my-run" in row.inner_text() and "wrong_bits" in row.locator(".ms-metric").inner_text()
+    assert "6.500" in rows["final.safetensors"].locator(".ms-metric").inner_text()
+    # analysed without a click: each row reaches a verdict by itself
+    for row in rows.values():
+        row.locator(".ms-badge-functional, .ms-badge-partial, .ms-badge-decorative").wait_for(timeout=JOB_TIMEOUT)
+    screenshot(page, "checkpoints-own-run")
+    cid = rows["final.safetensors"].get_attribute("data-checkpoint")
+    page.goto(f"{live_server}/dashboard/explore?checkpoint={cid}")
+    page.wait_for_function(f"{text_of('#explore-checkpoint')}.includes('final.safetensors')")

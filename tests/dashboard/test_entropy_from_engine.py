@@ -41,7 +41,7 @@ def attention_model(uniform: bool):
 def dashboard_series(tmp_path, model) -> tuple[list[dict], dict]:
     """The entropy series and figure Explore draws from a real trace answer."""
     path = save_checkpoint(tmp_path / "attention.safetensors", model, task=make_task(TASK), name="attention")
-    app = create_app(Settings(data_dir=tmp_path / "data", workers=1, dashboard=False))
+    app = create_app(Settings(data_dir=tmp_path / "data", workers=1, dashboard=False, auto_analyze=False))
     client = TestClient(app)  # no lifespan: traces run in this process, no job workers needed
     upload = client.post("/api/checkpoints", files={"file": (path.name, path.read_bytes())})
     assert upload.status_code == 201, upload.text

@@ -169,7 +169,7 @@ def test_strips_show_input_target_output_and_metric():
     kinds = [d["type"] for d in fig["data"]]
     assert kinds == ["heatmap", "heatmap", "heatmap", "bar"]
     assert len(fig["data"][0]["z"]) == 5 and len(fig["data"][0]["z"][0]) == T  # channels x time
-    assert fig["data"][3]["y"] == [0.0, 0.0, 0.0, 1.0, 2.0]
+    assert fig["data"][3]["y"] == [None, None, None, 1.0, 2.0]  # unscored steps have no bar
 
 
 def test_load_view_asks_for_the_chosen_length_and_seed(fake_api):
@@ -183,7 +183,7 @@ def test_load_view_asks_for_the_chosen_length_and_seed(fake_api):
     assert view["slider_max"] == T - 1 and view["show_matrix"] and not view["show_slots"]
     assert "wrong_bits 3.000" in view["status"]
     assert view["bundle"]["request"] == {"checkpoint": "c1", "params": {"min_length": 5, "max_length": 5}, "seed": 7}
-    assert view["export"]["csv"].splitlines()[0].startswith("t,loss,wrong_bits,entropy memory.read_weights")
+    assert view["export"]["csv"].splitlines()[0].startswith("t,scored,loss,wrong_bits,entropy memory.read_weights")
 
 
 def test_load_view_shows_api_errors_instead_of_raising(fake_api):

@@ -76,7 +76,7 @@ def test_table_lists_checkpoints_with_badges_and_links(fake_api):
     text = str(table.to_plotly_json())
     assert "ms-badge-functional" in text and "not analysed" in text
     assert "/dashboard/explore?checkpoint=c1" in text and "/dashboard/ablate?checkpoint=c2" in text
-    assert out["poll_disabled"] is True and out["export"]["csv"].startswith("id,name,arch")
+    assert out["poll_disabled"] is True and out["export"]["csv"].startswith("id,name,file_name,arch")
 
 
 def test_delete_and_analyze(fake_api):
@@ -138,15 +138,15 @@ def test_limits_come_from_the_server(fake_api):
     with pytest.raises(ValueError, match="sequences must be at most 64"):
         ablate.ablation_body(kinds, ["m"], "zero", "all", 100, 0)
     # the boot callback bounds the inputs and fills in defaults, keeping what the URL gave
-    options, error, *bounds = jobpage.boot_step(ablate.PAGE, fake_api(kinds=kinds), {}, ["12", None])
+    options, error, *bounds, _autorun = jobpage.boot_step(ablate.PAGE, fake_api(kinds=kinds), {}, ["12", None])
     assert error is None and bounds == [2, 64, "12", 0, 2**31 - 1, 0]
-    _, error, *bounds = jobpage.boot_step(patch.PAGE, fake_api(), {}, [None, None])
+    _, error, *bounds, _autorun = jobpage.boot_step(patch.PAGE, fake_api(), {}, [None, None])
     assert bounds == [1, 256, 8, 0, 2**31 - 1, 0]
 
 
 def test_unreachable_limits_are_a_sentence(fake_api):
     api = fake_api(fail={"kinds": "cannot reach the mnemoscope API at http://127.0.0.1:9"})
-    _, error, *bounds = jobpage.boot_step(gradients.PAGE, api, {}, ["4", None])
+    _, error, *bounds, _autorun = jobpage.boot_step(gradients.PAGE, api, {}, ["4", None])
     assert "cannot reach" in str(error.to_plotly_json()) and bounds == [None, None, "4", None, None, None]
     out = step(gradients, api, "run", ["c1"], 4, 0)
     assert "cannot reach" in out["error"] and not api.started
@@ -167,7 +167,7 @@ def test_ablate_runs_two_jobs_and_shows_the_verdict(fake_api):
     assert [(s["x0"], s["x1"]) for s in metric["layout"]["shapes"]] == [(1.5, 3.5)]  # the ablated steps
     assert out["change"]["data"][0]["y"] == [0.0, 0.0, 0.4, 0.4]
     assert "1.0000 → 3.0000 (+2.0000)" in str(out["summary"].to_plotly_json())
-    assert out["export"]["csv"].splitlines()[0] == "t,metric_clean,metric_ablated,prob_change,flip_rate,kl"
+    assert out["export"]["csv"].splitlines()[0] == "t,metric_clean,metric_ablated,prob_change,flip_rate,kl,scored_positions"
 
 
 def test_ablate_form_errors_are_messages(fake_api):
@@ -286,7 +286,7 @@ def test_compare_side_by_side(fake_api):
     assert bars[0]["y"] == [0.1, 0.9] and bars[3]["y"] == [0.05, 0.7]
     assert bars[0]["error_y"]["array"] == [pytest.approx(0.05), pytest.approx(0.05)]
     rows = out["export"]["csv"].splitlines()
-    assert rows[0].startswith("checkpoint_id,name,step,verdict,score") and len(rows) == 3
+    assert rows[0].startswith("checkpoint_id,name,file_name,step,verdict,score") and len(rows) == 3
 
 
 def test_summarise_tolerates_missing_sections():

@@ -52,6 +52,7 @@ def settings(tmp_path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data", workers=1, max_upload_bytes=512 * 1024, dashboard=False,
         cancel_grace_s=1.0, trace_max_samples=8, max_task_param=256, worker_nice=0,
+        auto_analyze=False,  # no report job per upload unless a test asks for one
     )
 
 
@@ -127,7 +128,7 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, log_path: Path, env: dict | None = None, workers: int = 2):
         self.data_dir, self.log_path = data_dir, log_path
-        self.env = {**os.environ, "MNEMOSCOPE_DASHBOARD": "false", **(env or {})}
+        self.env = {**os.environ, "MNEMOSCOPE_DASHBOARD": "false", "MNEMOSCOPE_AUTO_ANALYZE": "false", **(env or {})}
         self.workers = workers
         self.proc: subprocess.Popen | None = None
         self.port = 0
