@@ -51,7 +51,8 @@ from torch import Tensor
 from ..models.sites import Intervention, SiteModel
 from ..models.tasks.base import PatchPair, Task
 from .ablation import fit
-from .patching import Direction, PatchingResult, _causal_horizon, _finish, _is_noop, _patcher, _Scorer, _Setup
+from .patching import (ALL_STEPS, Direction, PatchingResult, _causal_horizon, _finish, _is_noop, _patcher, _Scorer,
+                       _Setup)
 from .results import jsonable
 from .runs import Progress, bytes_per_row, forward, report, sub_progress, tile
 from .sites import (bypass_sites, check_compatible, check_sites, evaluating, memory_sites, model_device, specs,
@@ -328,6 +329,8 @@ def verify_attribution(model: SiteModel, task: Task, pair: PatchPair, estimate: 
     report(progress, 0.0)
     with evaluating(model):
         st = _setup(model, task, pair, estimate.sites, estimate.direction, estimate.per_element)
+    # the estimate has per-step cells only: verify those (not exact patching's all-steps variants)
+    st.variants = [(i, t, e) for i, t, e in st.variants if t != ALL_STEPS]
     est = torch.tensor([float(estimate.scores[(i, t) if e is None else (i, t, e)]) for i, t, e in st.variants])
     base = 0.0 if estimate.direction == "denoise" else 1.0
     effect = torch.nan_to_num((est - base).abs(), nan=-1.0)

@@ -280,8 +280,10 @@ def _finish(st: _Setup, raw_pairs: Tensor, direction: str, per_element: str | No
     cell, and (per_element None) its bootstrap interval over pairs, the all-steps patch and
     the anchored views. Pooled over pairs the counts cancel: recovery =
     sum_b (S_patched - S_corr) / sum_b (S_clean - S_corr), with pair weights w_b (1, or a
-    bootstrap sample's multiplicities)."""
-    raw = raw_pairs.sum(1) / st.scorer.count
+    bootstrap sample's multiplicities). An estimate with no per-pair resolution (attribution
+    patching) passes `[variant]` mean scores instead: the same layout, without intervals."""
+    per_pair = raw_pairs.dim() == 2
+    raw = raw_pairs.sum(1) / st.scorer.count if per_pair else raw_pairs
     gap = st.s_clean - st.s_corr
     note = ""
     undefined = abs(gap) < 1e-6
@@ -311,7 +313,7 @@ def _finish(st: _Setup, raw_pairs: Tensor, direction: str, per_element: str | No
                             elements=st.elements, scores=out_s, patched=out_r, score_clean=st.s_clean,
                             score_corrupted=st.s_corr, pairs=st.B, positions=st.scorer.count, skipped=skipped,
                             note=note)
-    if per_element is not None or undefined:
+    if per_element is not None or undefined or not per_pair:
         return result
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randint(0, st.B, (n_boot, st.B), generator=g)

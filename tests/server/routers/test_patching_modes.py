@@ -12,7 +12,7 @@ def test_exact_requests_normalise_as_before_modes(client, uploaded, job_waiter):
     explicit = client.post(f"/api/checkpoints/{cid}/patching", json={**BODY, "mode": "exact"}).json()
     assert "mode" not in plain["request"] and explicit["request"] == plain["request"]
     assert explicit["id"] == plain["id"] or explicit["cached"]  # the same job, or its stored result
-    before = {"task": plain["request"]["task"], "seed": 0, "pairs": 2, "sites": ["controller.cell", "controller.output"],
+    before = {"task": plain["request"]["task"], "seed": 0, "pairs": 2, "sites": ["controller.cell", "controller.output", "controller.state"],
               "direction": "denoise", "per_element": None, "memory_budget_mb": 512}
     assert plain["request"] == before  # so result keys of exact jobs stored before modes still match
     done = job_waiter(client, plain["id"])
