@@ -32,7 +32,9 @@ from .jobs import JobManager
 from .kinds import KINDS, JobKind
 from .middleware import BodyLimit
 from .routers import checkpoints, health, jobs, kinds as kinds_router
+from .sandbox import Sandbox
 from .services.analysis import execute
+from .services.isolated import HANDLERS
 from .services.jobs import on_done
 from .services.models import ModelCache
 from .settings import Settings
@@ -61,12 +63,16 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
         store.close()
         raise
 
+    # traces and upload validation run in sandbox processes, started on first use
+    sandbox = Sandbox(settings, HANDLERS)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         manager.start()
         try:
             yield
         finally:
+            sandbox.shutdown()
             manager.shutdown()
 
     app = FastAPI(
@@ -82,6 +88,7 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     app.state.store = store
     app.state.jobs = manager
     app.state.kinds = kinds
+    app.state.sandbox = sandbox
     app.state.models = ModelCache(replicas=settings.trace_replicas)
     app.state.started_at = time.time()
 
@@ -163,7 +170,7 @@ def _readable(errors: list[dict]) -> str:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
