@@ -208,7 +208,7 @@ class Sandbox:
             self._pickled = pickle.dumps(dict(handlers))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise TypeError(f"sandbox handlers must be module-level functions: {exc}") from exc
-        self._ctx = _context({fn.__module__ for fn in handlers.values()})
+        self._ctx = _context({"torch", *(fn.__module__ for fn in handlers.values())})
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
