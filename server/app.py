@@ -30,6 +30,7 @@ from mnemoscope import __version__
 from .errors import ServiceError, StartupError
 from .jobs import JobManager
 from .kinds import KINDS, JobKind
+from .limits import map_large_blocks
 from .middleware import BodyLimit
 from .routers import checkpoints, health, jobs, kinds as kinds_router
 from .sandbox import Sandbox
@@ -63,8 +64,10 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
         store.close()
         raise
 
-    # traces and upload validation run in sandbox processes, started on first use
+    # traces and upload validation run in sandbox processes, started on first use; their
+    # answers pass through here as bytes, which go back to the system once sent
     sandbox = Sandbox(settings, HANDLERS)
+    map_large_blocks()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

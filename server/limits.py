@@ -13,14 +13,48 @@ calls `confine` first:
 - a lower CPU priority and a fixed number of torch threads, so the API stays responsive.
 
 Memory is read from /proc (Linux); elsewhere these read as 0 and the limits are skipped.
+
+glibc keeps freed memory for reuse: after a large block is freed it even raises the size
+from which blocks are mapped on their own, so the next answers of tens of MB come from
+the heap and stay there. `map_large_blocks` pins that size (the server and every worker
+call it), and `trim` hands free heap pages back after a call.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+from functools import lru_cache
 from pathlib import Path
 
 MiB = 1 << 20
 WORKER_OOM_SCORE_ADJ = 500
+LARGE_BLOCK = 1 * MiB  # blocks from this size are mapped on their own and unmapped when freed
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
+
+
+@lru_cache(maxsize=1)
+def _glibc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+def map_large_blocks(size: int = LARGE_BLOCK) -> None:
+    """Large allocations (answers, tensors) go back to the system as soon as they are freed."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, int(size))
+
+
+def trim() -> None:
+    """Return free heap memory to the system (after a call that allocated a lot)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def confine(memory_mb: int, nice: int, threads: int) -> None:
@@ -32,6 +66,7 @@ def confine(memory_mb: int, nice: int, threads: int) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     except (ImportError, ValueError, OSError):
         pass  # not Linux, or a hard limit already lower: the kernel's own limit stands
+    map_large_blocks()
     try:
         Path("/proc/self/oom_score_adj").write_text(str(WORKER_OOM_SCORE_ADJ))
     except OSError:

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Mapping
 
 from .errors import ServiceError, Unavailable, from_status
-from .limits import MiB, confine, rss_bytes
+from .limits import MiB, confine, rss_bytes, trim
 from .settings import Settings
 
 log = logging.getLogger("mnemoscope.sandbox")
@@ -86,6 +86,7 @@ def _worker_main(conn: Connection, pickled_handlers: bytes, memory_mb: int, nice
         op, kwargs, max_bytes = message
         try:
             payload = handlers[op](**kwargs)
+            trim()  # what the call built beside its answer is free now
         except ServiceError as exc:
             _send(conn, {"status": exc.status_code, "detail": exc.message, "extra": exc.extra, "rss": rss_bytes()})
             continue

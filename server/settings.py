@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     trace_max_work: float = Field(5e9, gt=0, description="most sequences x steps x model parameters one trace may run")
     trace_timeout_s: float = Field(30.0, gt=0, description="a trace still running after this is stopped (its sandbox worker killed)")
     trace_workers: int = Field(2, ge=1, le=16, description="sandbox processes that run traces and validate uploads")
-    trace_queue: int = Field(8, ge=0, description="traces that may wait for a busy sandbox; more are refused with 503")
+    trace_queue: int = Field(32, ge=0, description="traces and uploads that may wait for a busy sandbox; more are refused with 503")
     trace_cache_models: int = Field(2, ge=1, description="models each sandbox process keeps loaded between traces")
     job_max_work: float = Field(1e13, gt=0, description="most sequences x passes x steps x model parameters one job may run")
     job_max_values: int = Field(64_000_000, ge=1, description="most site values one job may record at once")
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     upload_timeout_s: float = Field(120.0, gt=0, description="validating one uploaded file may take this long (in a sandbox process)")
     worker_memory_mb: int = Field(4096, ge=256, description="memory limit (RLIMIT_DATA) of each job worker and sandbox process; "
                                                            "loading a checkpoint takes about twice its size")
-    worker_recycle_mb: int = Field(256, ge=1, description="a worker whose memory grew this much is replaced when idle, returning it")
+    worker_recycle_mb: int = Field(96, ge=1, description="a worker whose memory grew this much since it started is replaced after its call or job")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
