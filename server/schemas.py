@@ -210,6 +210,6 @@ class KindOut(BaseModel):
         "limits": {"seed": {"minimum": 0, "maximum": 2**31 - 1, "default": 0},
                    "samples": {"minimum": 1, "maximum": 16, "default": 1}},
         "task_param_max": 4096,
-        "budget": {"max_steps": 1024, "trace_max_bytes": 67108864, "trace_max_work": 5000000000,
+        "budget": {"max_steps": 1024, "trace_max_bytes": 16777216, "trace_max_work": 2000000000,
                    "worker_memory_mb": 4096, "trace_timeout_s": 30, "trace_max_samples": 16},
     }]})

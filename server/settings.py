@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     # The defaults let every documented example, the dashboard and the benchmarks through on a
     # 2-core machine and refuse requests that would run for minutes or take gigabytes.
     max_steps: int = Field(1024, ge=1, description="longest sequence (timesteps) the task of a trace or job may produce")
-    trace_max_bytes: int = Field(64 * MiB, ge=1024, description="largest trace answer: estimated before, checked after")
-    trace_max_work: float = Field(5e9, gt=0, description="most sequences x steps x model parameters one trace may run")
+    trace_max_bytes: int = Field(16 * MiB, ge=1024, description="largest trace answer: estimated before, checked after")
+    trace_max_work: float = Field(2e9, gt=0, description="most sequences x steps x model parameters one trace may run")
     trace_timeout_s: float = Field(30.0, gt=0, description="a trace still running after this is stopped (its sandbox worker killed)")
     trace_workers: int = Field(2, ge=1, le=16, description="sandbox processes that run traces and validate uploads")
     trace_queue: int = Field(32, ge=0, description="traces and uploads that may wait for a busy sandbox; more are refused with 503")

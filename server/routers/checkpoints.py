@@ -1,7 +1,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from ..errors import Invalid
 from ..deps import AuthDep, JobsDep, ModelsDep, SandboxDep, SettingsDep, StoreDep
@@ -119,5 +119,15 @@ def trace_checkpoint(checkpoint_id: str, store: StoreDep, sandbox: SandboxDep, s
         task_params=body.task.params if body.task else None,
         seed=body.seed, samples=body.samples, sites=body.sites,
     )
-    # the sandbox's JSON as it is: already the TraceOut shape, and too big to parse again here
-    return Response(answer, media_type="application/json")
+    # the sandbox's JSON as it is (already the TraceOut shape, too big to parse again here), in
+    # pieces: one write of tens of MB would hold the event loop, and /api/health with it
+    return StreamingResponse(_pieces(answer), media_type="application/json",
+                             headers={"content-length": str(len(answer))})
+
+
+ANSWER_PIECE = 256 * 1024
+
+
+async def _pieces(data: bytes):
+    for start in range(0, len(data), ANSWER_PIECE):
+        yield data[start:start + ANSWER_PIECE]

@@ -103,7 +103,9 @@ def trace_in_sandbox(
     budget.check_trace(cost, settings)
     try:
         return sandbox.call(
-            "trace", timeout_s=settings.trace_timeout_s, max_bytes=settings.trace_max_bytes,
+            # waiting longer than one trace may run would only mean the sandboxes are stuck
+            "trace", timeout_s=settings.trace_timeout_s, wait_s=settings.trace_timeout_s,
+            max_bytes=settings.trace_max_bytes,
             record=record, path=str(store.checkpoint_path(record)), cache_models=settings.trace_cache_models,
             task_name=task_name, task_params=task_params, seed=seed, samples=samples, sites=list(sites),
             max_task_param=settings.max_task_param,
