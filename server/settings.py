@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     upload_timeout_s: float = Field(120.0, gt=0, description="validating one uploaded file may take this long (in a sandbox process)")
     worker_memory_mb: int = Field(4096, ge=256, description="memory limit (RLIMIT_DATA) of each job worker and sandbox process; "
                                                            "loading a checkpoint takes about twice its size")
-    worker_recycle_mb: int = Field(96, ge=1, description="a worker whose memory grew this much since it started is replaced after its call or job")
+    worker_recycle_mb: int = Field(64, ge=1, description="a worker whose memory grew this much since it started is replaced after its call or job")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
