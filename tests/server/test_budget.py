@@ -32,8 +32,9 @@ MQAR_4096 = {"task": {"params": {"seq_len": 4096}}, "samples": 16}
 
 @pytest.fixture
 def budget_settings(tmp_path) -> Settings:
-    """The defaults, as a server started without options has them."""
-    return Settings(data_dir=tmp_path / "data", dashboard=False, workers=1, worker_nice=0)
+    """The defaults, as a server started without options has them (no report queued on upload,
+    so the jobs listed are the test's own)."""
+    return Settings(data_dir=tmp_path / "data", dashboard=False, workers=1, worker_nice=0, auto_analyze=False)
 
 
 @pytest.fixture
@@ -109,7 +110,8 @@ def test_an_answer_is_never_larger_than_its_estimate(budget_client, budget_setti
 
 def test_an_answer_larger_than_the_limit_is_refused_after_it_was_computed(tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "BYTES_PER_VALUE", 1)  # an estimate that is wrong for once
-    settings = Settings(data_dir=tmp_path / "data", dashboard=False, workers=1, trace_max_bytes=100_000)
+    settings = Settings(data_dir=tmp_path / "data", dashboard=False, workers=1, trace_max_bytes=100_000,
+                        auto_analyze=False)
     with TestClient(create_app(settings)) as client:
         cid = upload_zoo(client, NTM)
         r = client.post(f"/api/checkpoints/{cid}/trace", json={"sites": ["*"], "samples": 8})
@@ -161,7 +163,8 @@ def test_kinds_show_the_budget_each_request_is_held_to(budget_client, budget_set
 
 
 def test_a_full_queue_is_a_429_with_retry_after(tmp_path, make_checkpoint, long_patching_body):
-    settings = Settings(data_dir=tmp_path / "data", dashboard=False, workers=1, worker_nice=0, max_queued_jobs=3)
+    settings = Settings(data_dir=tmp_path / "data", dashboard=False, workers=1, worker_nice=0, max_queued_jobs=3,
+                        auto_analyze=False)
     with TestClient(create_app(settings)) as client:
         r = client.post("/api/checkpoints", files={"file": ("slow.safetensors", make_checkpoint(5, hidden=128))})
         cid = r.json()["id"]

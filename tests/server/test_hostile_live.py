@@ -28,7 +28,9 @@ MiB = 1 << 20
 ZOO = Path(__file__).resolve().parents[2] / "mnemoscope" / "zoo"
 WORKER_MEMORY_MB = 1024
 TRACE_MAX_BYTES = 12 * MiB  # the burst of heaviest traces below stays a few seconds long
-ENV = {"MNEMOSCOPE_WORKER_MEMORY_MB": str(WORKER_MEMORY_MB), "MNEMOSCOPE_TRACE_MAX_BYTES": str(TRACE_MAX_BYTES)}
+# no report queued on upload (where the server has that option): the workers run the tests' jobs only
+ENV = {"MNEMOSCOPE_WORKER_MEMORY_MB": str(WORKER_MEMORY_MB), "MNEMOSCOPE_TRACE_MAX_BYTES": str(TRACE_MAX_BYTES),
+       "MNEMOSCOPE_AUTO_ANALYZE": "false"}
 
 
 @pytest.fixture(scope="module")
