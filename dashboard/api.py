@@ -62,6 +62,7 @@ _REASONS = {
     404: "not found",
     413: "the file is larger than the server accepts",
     422: "the server could not use this request",
+    429: "the server's job queue is full; try again in a minute",
     500: "the server failed on this request",
     503: "the server is busy; try again in a moment",
 }

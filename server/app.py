@@ -31,9 +31,12 @@ from mnemoscope.analysis import ANALYSIS_VERSION
 from .errors import ServiceError, StartupError
 from .jobs import JobManager
 from .kinds import KINDS, JobKind
+from .limits import map_large_blocks
 from .middleware import BodyLimit, HostAndOriginGuard
 from .routers import checkpoints, health, jobs, kinds as kinds_router
+from .sandbox import Sandbox
 from .services.analysis import execute
+from .services.isolated import HANDLERS
 from .services.jobs import on_done
 from .services.models import ModelCache
 from .routers import sweeps as sweeps_router
@@ -67,12 +70,18 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
         store.close()
         raise
 
+    # traces and upload validation run in sandbox processes, started on first use; their
+    # answers pass through here as bytes, which go back to the system once sent
+    sandbox = Sandbox(settings, HANDLERS)
+    map_large_blocks()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         manager.start()
         try:
             yield
         finally:
+            sandbox.shutdown()
             manager.shutdown()
 
     app = FastAPI(
@@ -88,6 +97,7 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     app.state.store = store
     app.state.jobs = manager
     app.state.kinds = kinds
+    app.state.sandbox = sandbox
     app.state.models = ModelCache(replicas=settings.trace_replicas)
     app.state.started_at = time.time()
 
@@ -170,7 +180,7 @@ def _readable(errors: list[dict]) -> str:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,5 +1,5 @@
 """Dependencies the routers declare: the settings, the store, the job manager, the model
-cache, the app's job kinds, and the bearer-token check on mutating routes."""
+cache, the app's job kinds, the trace sandbox, and the bearer-token check on mutating routes."""
 from __future__ import annotations
 
 import secrets
@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .jobs import JobManager
 from .kinds import JobKind
+from .sandbox import Sandbox
 from .services.models import ModelCache
 from .settings import Settings
 from .store import Store
@@ -35,11 +36,16 @@ def get_kinds(request: Request) -> dict[str, JobKind]:
     return request.app.state.kinds
 
 
+def get_sandbox(request: Request) -> Sandbox:
+    return request.app.state.sandbox
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
 KindsDep = Annotated[dict[str, JobKind], Depends(get_kinds)]
+SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
 
 _bearer = HTTPBearer(
     auto_error=False,

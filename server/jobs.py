@@ -13,6 +13,11 @@ replaces dead workers. Each worker has its own pipe, so killing one cannot corru
 another's channel. Workers write results to disk themselves (atomically) and report only
 that they are done, so large results never pass through the server process.
 
+Workers confine themselves before they import torch (`limits.confine`: a memory limit
+that still lets CUDA start, a higher OOM score than the server, a lower CPU priority), and
+a worker whose memory grew by more than `worker_recycle_mb` over a job is replaced once
+the job is done, so what a big job took goes back to the system.
+
 Cancellation is cooperative first: the worker's progress callback checks its pipe for a
 cancel message and raises; a job that does not call back in time is killed.
 
@@ -35,6 +40,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from .limits import MiB, confine, rss_bytes
 from .settings import Settings
 from .store import Store, now
 
@@ -80,18 +86,11 @@ class _Progress:
             self.conn.send(("progress", self.job_id, min(max(float(fraction), 0.0), 1.0), message))
 
 
-def _worker_main(conn: Connection, threads: int, nice: int, pickled_execute: bytes) -> None:
+def _worker_main(conn: Connection, threads: int, nice: int, memory_mb: int, pickled_execute: bytes) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-    import torch
-
-    torch.set_num_threads(threads)
+    confine(memory_mb, nice, threads)
     # Bytes the server pickled itself (multiprocessing pickles every message on this pipe
     # anyway); unpickled only now, so the analysis imports run after the lines above.
     try:
@@ -184,6 +183,11 @@ class JobManager:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._loop, name="mnemoscope-jobs", daemon=True)
                 self._thread.start()
+
+    def queued(self) -> int:
+        """Jobs waiting for a worker."""
+        with self._lock:
+            return len(self._pending)
 
     def submit(self, job_id: str) -> None:
         self.start()
@@ -301,7 +305,8 @@ class JobManager:
             parent, child = self._ctx.Pipe(duplex=True)
             process = self._ctx.Process(
                 target=_worker_main,
-                args=(child, self.settings.worker_threads, self.settings.worker_nice, self._execute),
+                args=(child, self.settings.worker_threads, self.settings.worker_nice, self.settings.worker_memory_mb,
+                      self._execute),
                 name="mnemoscope-worker",
                 daemon=True,
             )
@@ -407,10 +412,27 @@ class JobManager:
             log.warning("worker running job %s died with exit code %s", w.job_id, code)
         self._remove(w)
 
+    def _recycle_if_grown(self, w: _Worker) -> None:
+        """Replace an idle worker that kept much more memory than it started with."""
+        grown = rss_bytes(w.process.pid) - w.extra.get("baseline_rss", 0)
+        if grown <= self.settings.worker_recycle_mb * MiB:
+            return
+        log.info("worker %s grew by %d MB over its job; replacing it", w.process.pid, grown // MiB)
+        try:
+            w.conn.send(("stop",))
+        except OSError:
+            pass
+        w.process.join(timeout=5)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join(timeout=5)
+        self._remove(w)  # _spawn_if_needed starts a fresh one when there is work
+
     def _handle(self, w: _Worker, msg: tuple) -> None:
         kind = msg[0]
         if kind == "ready":
             w.ready = True
+            w.extra["baseline_rss"] = rss_bytes(w.process.pid)
             return
         job_id = msg[1]
         if job_id != w.job_id:
@@ -433,3 +455,4 @@ class JobManager:
             self.store.update_job(job_id, only_if=("running",), status="failed", error=msg[2], finished_at=now())
         elif kind == "cancelled":
             self.store.update_job(job_id, only_if=("running", "queued"), status="cancelled", finished_at=now())
+        self._recycle_if_grown(w)

@@ -26,9 +26,17 @@ class FieldError(BaseModel):
     type: str
 
 
+class BudgetOut(BaseModel):
+    limit: str = Field(description="the setting that was exceeded, e.g. max_steps (MNEMOSCOPE_MAX_STEPS raises it)")
+    value: int | float = Field(description="what the request would take")
+    maximum: int | float = Field(description="what this server allows")
+    lower: list[str] = Field(description="request fields that bring the cost down")
+
+
 class ErrorOut(BaseModel):
     detail: str = Field(description="what went wrong, for a person")
     errors: list[FieldError] | None = Field(None, description="one entry per invalid field (422 only)")
+    budget: BudgetOut | None = Field(None, description="the limit a request over this server's budget exceeds (422 only)")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "no checkpoint with id 'abc'"}]})
 
@@ -204,6 +212,8 @@ class KindOut(BaseModel):
     method: Literal["POST"]
     limits: dict[str, LimitOut] = Field(description="each numeric request field's range and default")
     task_param_max: int = Field(description="the largest integer task parameter a request may set on this server")
+    budget: dict[str, int | float] = Field(
+        description="this server's limits on what one request may cost, by setting name (max_steps, ...)")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "name": "trace", "summary": "Run the model on a task sample (synchronous)",
@@ -211,4 +221,6 @@ class KindOut(BaseModel):
         "limits": {"seed": {"minimum": 0, "maximum": 2**31 - 1, "default": 0},
                    "samples": {"minimum": 1, "maximum": 16, "default": 1}},
         "task_param_max": 4096,
+        "budget": {"max_steps": 1024, "trace_max_bytes": 16777216, "trace_max_work": 2000000000,
+                   "worker_memory_mb": 4096, "trace_timeout_s": 30, "trace_max_samples": 16},
     }]})

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MiB = 1024**2
 GiB = 1024**3
 
 
@@ -37,13 +38,31 @@ class Settings(BaseSettings):
 
     # limits that keep one request from monopolising the server
     trace_max_samples: int = Field(16, ge=1, description="most sequences one trace may ask for")
-    trace_replicas: int = Field(2, ge=1, description="model copies per checkpoint, so traces run side by side")
+    trace_replicas: int = Field(2, ge=1, description="unused: traces run in `trace_workers` sandbox processes")
     max_task_param: int = Field(4096, ge=1, description="largest integer task parameter (sequence lengths) a request may set")
     job_timeout_s: float = Field(3600.0, gt=0, description="a job running longer is stopped and marked failed")
     cancel_grace_s: float = Field(3.0, ge=0, description="how long a cancelled job may take to stop before its worker is killed")
     worker_threads: int = Field(1, ge=1, description="torch threads per worker process")
     worker_nice: int = Field(5, ge=0, le=19, description="workers run at lower CPU priority so the API stays responsive")
     dashboard: bool = Field(True, description="mount the dashboard at /dashboard/ when it is installed")
+
+    # -- budgets: what one request may cost, estimated before it runs (server/budget.py) ----------
+    # The defaults let every documented example, the dashboard and the benchmarks through on a
+    # 2-core machine and refuse requests that would run for minutes or take gigabytes.
+    max_steps: int = Field(1024, ge=1, description="longest sequence (timesteps) the task of a trace or job may produce")
+    trace_max_bytes: int = Field(16 * MiB, ge=1024, description="largest trace answer: estimated before, checked after")
+    trace_max_work: float = Field(2e9, gt=0, description="most sequences x steps x model parameters one trace may run")
+    trace_timeout_s: float = Field(30.0, gt=0, description="a trace still running after this is stopped (its sandbox worker killed)")
+    trace_workers: int = Field(2, ge=1, le=16, description="sandbox processes that run traces and validate uploads")
+    trace_queue: int = Field(32, ge=0, description="traces and uploads that may wait for a busy sandbox; more are refused with 503")
+    trace_cache_models: int = Field(2, ge=1, description="models each sandbox process keeps loaded between traces")
+    job_max_work: float = Field(1e13, gt=0, description="most sequences x passes x steps x model parameters one job may run")
+    job_max_values: int = Field(64_000_000, ge=1, description="most site values one job may record at once")
+    max_queued_jobs: int = Field(64, ge=1, description="jobs that may wait for a worker; more are refused with 429")
+    upload_timeout_s: float = Field(120.0, gt=0, description="validating one uploaded file may take this long (in a sandbox process)")
+    worker_memory_mb: int = Field(4096, ge=256, description="memory limit (RLIMIT_DATA) of each job worker and sandbox process; "
+                                                           "loading a checkpoint takes about twice its size")
+    worker_recycle_mb: int = Field(64, ge=1, description="a worker whose memory grew this much since it started is replaced after its call or job")
 
     # where job workers run the model
     device: str = Field("cpu", description='torch device for jobs: "cpu", "cuda" or "cuda:N" (checked at start)')

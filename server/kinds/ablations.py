@@ -8,7 +8,7 @@ from mnemoscope.analysis.ablation import AblationSpec, Mode, run_ablations
 from ..errors import Invalid
 from ..request_base import JobRequest, StrictRequest
 from ..settings import Settings
-from .base import JobKind, check_elements, site_names, site_specs
+from .base import JobKind, JobLoad, check_elements, site_names, site_specs
 
 
 class AblationSpecIn(StrictRequest):
@@ -65,6 +65,14 @@ def run(model, task, request: dict, progress):
     return run_ablations(model, task, batch, specs, seed=request["seed"], progress=progress)
 
 
+def cost(record: dict, request: dict, steps: int) -> JobLoad:
+    """One clean pass (recording what mean and resample ablations replace), then one pass
+    per spec (batched into chunks by the engine, the same rows in all)."""
+    recorded = sorted({n for spec in request["specs"] if spec["mode"] != "zero" for n in spec["sites"]})
+    return JobLoad(rows=request["samples"], passes=1 + len(request["specs"]), sites=tuple(recorded),
+                   lower=("samples", "specs"))
+
+
 ABLATIONS = JobKind(
     name="ablations",
     summary="Start an ablation job",
@@ -72,4 +80,5 @@ ABLATIONS = JobKind(
     request_model=AblationsRequest,
     normalize=normalize,
     run=run,
+    cost=cost,
 )

@@ -26,6 +26,36 @@ def no_summary(result: dict) -> dict:
 
 
 @dataclass(frozen=True)
+class JobLoad:
+    """What one job runs, in the budget's terms (an estimate, not a promise).
+
+    rows: sequences in one forward batch (samples, pairs).
+    passes: forward passes over those rows, a backward pass counting as two.
+    sites: sites whose values are recorded for all rows and steps at once.
+    lower: the request fields that make the job cheaper, named in a refusal.
+    """
+
+    rows: int
+    passes: float
+    sites: tuple[str, ...] = ()
+    lower: tuple[str, ...] = ()
+
+
+def default_cost(record: dict, request: dict, steps: int) -> JobLoad:
+    """A kind that declares no cost: one pass over its `samples` (or one) sequences,
+    every always-recorded site kept."""
+    samples = request.get("samples", 1)
+    rows = samples if isinstance(samples, int) and not isinstance(samples, bool) else 1
+    return JobLoad(rows=max(1, rows), passes=1, sites=tuple(recorded_sites(record)),
+                   lower=("samples",) if "samples" in request else ())
+
+
+def recorded_sites(record: dict, *kinds: str) -> list[str]:
+    """The checkpoint's always-recorded sites (of these kinds, when given)."""
+    return [s["name"] for s in record["sites"] if not s["on_request"] and (not kinds or s["kind"] in kinds)]
+
+
+@dataclass(frozen=True)
 class JobKind:
     """One kind of job, declared once.
 
@@ -40,6 +70,9 @@ class JobKind:
     summarize(result) -> a small dict for `on_done` (computed in the worker, or from a reused result).
     on_done(store, job, summary): in the server when a job of this kind is done (also when
         its result is reused), e.g. the report's verdict badge on the checkpoint.
+    cost(record, request, steps) -> JobLoad: what the normalised request makes the worker
+        run on sequences of `steps` timesteps; the budget (server/budget.py) turns it into
+        work and memory and refuses what is over the server's limits before queueing.
     """
 
     name: str
@@ -50,6 +83,7 @@ class JobKind:
     run: Callable[[Any, Any, dict, Progress], Any]
     summarize: Callable[[dict], dict] = no_summary
     on_done: Callable[[Any, dict, dict], None] | None = None
+    cost: Callable[[dict, dict, int], "JobLoad"] = default_cost
 
 
 def site_specs(record: dict) -> dict[str, SiteSpec]:

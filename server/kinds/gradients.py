@@ -7,7 +7,7 @@ from mnemoscope.analysis.gradients import gradient_flow
 
 from ..request_base import JobRequest
 from ..settings import Settings
-from .base import JobKind
+from .base import JobKind, JobLoad, recorded_sites
 
 
 class GradientsRequest(JobRequest):
@@ -25,6 +25,11 @@ def run(model, task, request: dict, progress):
     return gradient_flow(model, task, batch, progress=progress)
 
 
+def cost(record: dict, request: dict, steps: int) -> JobLoad:
+    """A forward pass keeping every site in the autograd graph, and its backward pass."""
+    return JobLoad(rows=request["samples"], passes=3, sites=tuple(recorded_sites(record)), lower=("samples",))
+
+
 GRADIENTS = JobKind(
     name="gradients",
     summary="Start a gradient-flow job",
@@ -32,4 +37,5 @@ GRADIENTS = JobKind(
     request_model=GradientsRequest,
     normalize=normalize,
     run=run,
+    cost=cost,
 )

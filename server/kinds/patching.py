@@ -13,7 +13,7 @@ from mnemoscope.analysis.runs import sub_progress
 from ..errors import Invalid
 from ..request_base import JobRequest
 from ..settings import Settings
-from .base import JobKind, site_names, site_specs
+from .base import JobKind, JobLoad, recorded_sites, site_names, site_specs
 
 
 class PatchingRequest(JobRequest):
@@ -75,6 +75,22 @@ def run(model, task, request: dict, progress):
     return {**out, "differs_per_step": pair.differs.sum(0).tolist()}
 
 
+def cost(record: dict, request: dict, steps: int) -> JobLoad:
+    """The clean and corrupted runs (recording the patched sites), then one variant per
+    site, step (and element with `per_element`), each a block of `pairs` rows over the
+    sequence. Default sites: the engine's (the memory path and the bypass)."""
+    specs = site_specs(record)
+    sites = request["sites"] or [n for n, s in specs.items() if not s.on_request and (s.memory or s.kind == "bypass")]
+    axis = request["per_element"]
+    variants = 0
+    for name in sites:
+        spec = specs[name]
+        elements = spec.shape[spec.axes.index(axis)] if axis in spec.axes else 1
+        variants += steps * (steps if elements is None else elements)
+    return JobLoad(rows=request["pairs"], passes=2 + variants, sites=tuple(sites),
+                   lower=("pairs", "sites", "per_element"))
+
+
 PATCHING = JobKind(
     name="patching",
     summary="Start an activation-patching job",
@@ -82,4 +98,5 @@ PATCHING = JobKind(
     request_model=PatchingRequest,
     normalize=normalize,
     run=run,
+    cost=cost,
 )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from mnemoscope.analysis.report import analyze
+from mnemoscope.analysis.report import PATCH_PAIRS, analyze
 
 from ..request_base import JobRequest
 from ..settings import Settings
-from .base import JobKind
+from .base import JobKind, JobLoad, recorded_sites
 
 
 class ReportRequest(JobRequest):
@@ -42,6 +42,18 @@ def set_verdict(store, job: dict, summary: dict) -> None:
     store.set_verdict(job["checkpoint_id"], summary.get("verdict"), summary.get("score"), job["id"])
 
 
+def cost(record: dict, request: dict, steps: int) -> JobLoad:
+    """The report's stages over `samples` rows: a trace, reliance, one ablation per site,
+    entropy, gradients (three passes) and utilisation; plus patching every read and
+    bypass site at every step with `PATCH_PAIRS` pairs, counted in rows of the samples."""
+    samples = request["samples"]
+    sites = recorded_sites(record)
+    patched = len(recorded_sites(record, "read", "bypass"))
+    pairs = min(samples, PATCH_PAIRS)
+    passes = 8 + len(sites) + pairs / samples * (2 + patched * steps)
+    return JobLoad(rows=samples, passes=passes, sites=tuple(sites), lower=("samples",))
+
+
 REPORT = JobKind(
     name="report",
     summary="Start a full reliance report",
@@ -52,4 +64,5 @@ REPORT = JobKind(
     run=run,
     summarize=summarize,
     on_done=set_verdict,
+    cost=cost,
 )

@@ -1,18 +1,22 @@
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import Invalid, NotFound
+from ..deps import AuthDep, JobsDep, ModelsDep, SandboxDep, SettingsDep, StoreDep
+from ..errors import Invalid, NotFound, ServiceError
 from ..kinds import REPORT
-from ..deps import AuthDep, JobsDep, ModelsDep, SettingsDep, StoreDep
 from ..responses import OpenedFileResponse
 from ..schemas import CheckpointOut, SiteOut, TraceOut, TraceRequest
 from ..services import checkpoints as service
 from ..services import jobs as job_service
-from ..services.trace import trace as run_trace
+from ..services.trace import trace_in_sandbox
+from ..services.uploads import sandboxed_validator
 from . import errors
+
+log = logging.getLogger("mnemoscope.server")
 
 router = APIRouter(prefix="/api/checkpoints", tags=["checkpoints"])
 
@@ -42,20 +46,26 @@ _UPLOAD_BODY = {
     summary="Upload a checkpoint",
     description=(
         "Streams the multipart field `file` to disk under the size cap, validates it with the safe loader "
-        "(no pickle code ever runs), and stores it under its sha256. 201 when stored; 200 with the same "
+        "(no pickle code ever runs) in a sandbox process under the worker memory limit, and stores it under "
+        "its sha256. 201 when stored; 200 with the same "
         "record when these exact bytes were uploaded before (the id is derived from the bytes). A pytorch-ntm "
         "state dict is recognised by its keys and imported."
     ),
     responses={200: {"model": CheckpointOut, "description": "these bytes were already stored"},
-               **errors(401, 413, 415, 422)},
+               **errors(401, 413, 415, 422, 503)},
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_checkpoint(request: Request, response: Response, store: StoreDep, settings: SettingsDep,
-                            jobs: JobsDep, _: AuthDep) -> dict:
-    record, created = await service.ingest(request, store, settings.max_upload_bytes)
+                            jobs: JobsDep, sandbox: SandboxDep, _: AuthDep) -> dict:
+    validator = sandboxed_validator(sandbox, settings.upload_timeout_s, settings.worker_memory_mb)
+    record, created = await service.ingest(request, store, settings.max_upload_bytes, validator)
     response.status_code = 201 if created else 200
     if created and settings.auto_analyze:  # the verdict without a click (a stored result is reused)
-        await run_in_threadpool(job_service.submit, store, jobs, settings, record["id"], REPORT, REPORT.request_model())
+        try:
+            await run_in_threadpool(job_service.submit, store, jobs, settings, record["id"], REPORT,
+                                    REPORT.request_model())
+        except ServiceError as exc:  # a full queue or a model over the budget: the upload still stands
+            log.info("upload %s stored; its report was not queued: %s", record["id"], exc.message)
     return service.public(record)
 
 
@@ -107,17 +117,33 @@ def list_sites(checkpoint_id: str, store: StoreDep) -> list[dict]:
     description=(
         "Samples the task (the checkpoint's own unless the body names another or overrides parameters) with "
         "`seed`, runs the model, and returns inputs, targets, outputs, per-timestep loss and metric and the "
-        "requested sites as nested lists with their axis labels. Read-only: no token needed."
+        "requested sites as nested lists with their axis labels. Read-only: no token needed. The request is "
+        "priced first (sequence length from the task's parameters, samples, recorded sites, model size): over "
+        "this server's budget it is a 422 whose `budget` names the limit and the fields to lower (GET /api/kinds "
+        "lists the limits). It runs in a sandbox process under a time and memory limit; 503 when it is stopped "
+        "or every sandbox is busy."
     ),
 )
-def trace_checkpoint(checkpoint_id: str, store: StoreDep, models: ModelsDep, settings: SettingsDep,
-                     body: Annotated[TraceRequest | None, Body()] = None) -> dict:
+def trace_checkpoint(checkpoint_id: str, store: StoreDep, sandbox: SandboxDep, settings: SettingsDep,
+                     body: Annotated[TraceRequest | None, Body()] = None) -> Response:
     body = body or TraceRequest()
     if body.samples > settings.trace_max_samples:
         raise Invalid(f"samples={body.samples} is more than this server traces at once ({settings.trace_max_samples})")
-    return run_trace(
-        store, models, checkpoint_id,
+    answer = trace_in_sandbox(
+        store, sandbox, settings, checkpoint_id,
         task_name=body.task.name if body.task else None,
         task_params=body.task.params if body.task else None,
-        seed=body.seed, samples=body.samples, sites=body.sites, max_task_param=settings.max_task_param,
+        seed=body.seed, samples=body.samples, sites=body.sites,
     )
+    # the sandbox's JSON as it is (already the TraceOut shape, too big to parse again here), in
+    # pieces: one write of tens of MB would hold the event loop, and /api/health with it
+    return StreamingResponse(_pieces(answer), media_type="application/json",
+                             headers={"content-length": str(len(answer))})
+
+
+ANSWER_PIECE = 256 * 1024
+
+
+async def _pieces(data: bytes):
+    for start in range(0, len(data), ANSWER_PIECE):
+        yield data[start:start + ANSWER_PIECE]

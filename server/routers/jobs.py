@@ -73,6 +73,6 @@ def _add_start_route(router: APIRouter, kind: JobKind, JobOut: type) -> None:
 
     router.add_api_route(
         start_path(kind.name), start, methods=["POST"], name=f"start_{kind.name}",  # its operationId as before
-        status_code=202, response_model=JobOut, responses=errors(401, 404, 413, 422),
+        status_code=202, response_model=JobOut, responses=errors(401, 404, 413, 422, 429),
         summary=kind.summary, description=kind.description + _JOB_DOC,
     )

@@ -1,10 +1,12 @@
-"""GET /api/kinds: what this server can run, with each request's numeric limits, so a
-client (the dashboard's inputs, a script) need not copy them."""
+"""GET /api/kinds: what this server can run, with each request's numeric limits and the
+budget it is held to (server/budget.py), so a client (the dashboard's inputs, a script)
+need not copy them."""
 from __future__ import annotations
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from .. import budget
 from ..deps import KindsDep, SettingsDep
 from ..schemas import KindOut, TraceRequest
 from ..settings import Settings
@@ -17,20 +19,24 @@ router = APIRouter(prefix="/api", tags=["kinds"])
             summary="The job kinds (and trace) with their routes and request limits",
             description="One entry per job kind, plus `trace`. `limits` gives each numeric request field's "
                         "`minimum`, `maximum` and `default`, with this server's own limits applied where they "
-                        "are tighter; `task_param_max` is the largest integer task parameter it accepts.")
+                        "are tighter; `task_param_max` is the largest integer task parameter it accepts; "
+                        "`budget` the server's limits on what one request may cost (settings by name).")
 def list_kinds(kinds: KindsDep, settings: SettingsDep) -> list[dict]:
-    entries = [_entry(k.name, k.summary, jobs.PREFIX + jobs.start_path(k.name), k.request_model, settings, {})
-               for k in kinds.values()]
+    job_budget = budget.advertised(settings, budget.JOB_LIMITS, budget.JOB_ALSO)
+    entries = [_entry(k.name, k.summary, jobs.PREFIX + jobs.start_path(k.name), k.request_model, settings, {},
+                      job_budget) for k in kinds.values()]
     trace = next(r for r in checkpoints.router.routes if r.endpoint is checkpoints.trace_checkpoint)
     entries.append(_entry(trace.path.rsplit("/", 1)[-1], trace.summary, trace.path, TraceRequest, settings,
-                          {"samples": settings.trace_max_samples}))
+                          {"samples": settings.trace_max_samples},
+                          budget.advertised(settings, budget.TRACE_LIMITS, budget.TRACE_ALSO)))
     return entries
 
 
 def _entry(name: str, summary: str | None, route: str, model: type[BaseModel], settings: Settings,
-           server_maximums: dict[str, int]) -> dict:
+           server_maximums: dict[str, int], limits_budget: dict[str, float]) -> dict:
     return {"name": name, "summary": summary or "", "route": route, "method": "POST",
-            "limits": numeric_limits(model, server_maximums), "task_param_max": settings.max_task_param}
+            "limits": numeric_limits(model, server_maximums), "task_param_max": settings.max_task_param,
+            "budget": limits_budget}
 
 
 def numeric_limits(model: type[BaseModel], server_maximums: dict[str, int]) -> dict[str, dict]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -64,9 +65,11 @@ def validate(path: Path, display: str) -> dict:
     }
 
 
-async def ingest(request: Request, store: Store, cap: int) -> tuple[dict, bool]:
+async def ingest(request: Request, store: Store, cap: int,
+                 validate_file: Callable[[Path, str], dict] = validate) -> tuple[dict, bool]:
     """Stream, validate and store one upload. Returns (record, created). Nothing stays in
-    the store (not even a temp file) unless the checkpoint is valid."""
+    the store (not even a temp file) unless the checkpoint is valid. The server validates
+    in a sandbox process (`validate_file`), never in its own."""
     received = await receive_upload(request, store.new_tmp_path(".part"), cap)
     staged = received.path
     try:
@@ -77,7 +80,7 @@ async def ingest(request: Request, store: Store, cap: int) -> tuple[dict, bool]:
         # the loader reads the suffix; the name stays ours (a uuid), never the client's
         staged = received.path.with_suffix(suffix)
         os.replace(received.path, staged)
-        info = await run_in_threadpool(validate, staged, received.filename)
+        info = await run_in_threadpool(validate_file, staged, received.filename)
         record = new_record(received.sha256, suffix, fmt, received.filename, received.size, info)
         return await run_in_threadpool(store.add_checkpoint, staged, record)
     finally:

@@ -16,7 +16,8 @@ from typing import Mapping
 from mnemoscope import __version__
 from mnemoscope.analysis import ANALYSIS_VERSION
 
-from ..errors import NotFound
+from .. import budget
+from ..errors import NotFound, TooManyRequests
 from ..jobs import JobManager
 from ..kinds import JobKind
 from ..request_base import JobRequest
@@ -26,6 +27,7 @@ from .checkpoints import get_or_404
 from .models import ModelCache
 from .tasks import resolve_task
 
+RETRY_AFTER_S = 30  # a full queue drains at the pace of jobs: ask again in half a minute
 RESULT_FORMAT = 1  # bump when stored results change shape, so old ones are not reused
 # submit and delete take this lock so no job is created for a checkpoint being deleted
 _lock = threading.Lock()
@@ -51,8 +53,11 @@ def normalize(kind: JobKind, record: dict, body: JobRequest, settings: Settings)
 def submit(store: Store, manager: JobManager, settings: Settings, checkpoint_id: str, kind: JobKind,
            body: JobRequest) -> dict:
     """Queue a job, or return the identical job already queued or running, or a new job
-    that is done at once because the same request on the same bytes was computed before."""
-    request = normalize(kind, get_or_404(store, checkpoint_id), body, settings)
+    that is done at once because the same request on the same bytes was computed before.
+    A request over the budget is a 422 and a full queue a 429, before anything is stored."""
+    record = get_or_404(store, checkpoint_id)
+    request = normalize(kind, record, body, settings)
+    budget.check_job(kind, record, request, settings)
     with _lock:
         record = get_or_404(store, checkpoint_id)
         key = result_key(record["sha256"], kind.name, request)
@@ -71,8 +76,13 @@ def submit(store: Store, manager: JobManager, settings: Settings, checkpoint_id:
             if kind.on_done is not None:  # a reused result is done as much as a computed one
                 kind.on_done(store, job, kind.summarize(store.read_result(key)))
             return job
+        queued = manager.queued()
+        if queued >= settings.max_queued_jobs:
+            raise TooManyRequests(
+                f"the job queue is full ({queued} jobs are waiting for a worker, this server's limit "
+                f"max_queued_jobs); try again in {RETRY_AFTER_S} s", retry_after_s=RETRY_AFTER_S)
         job = store.add_job(job)
-    manager.submit(job["id"])
+        manager.submit(job["id"])  # inside the lock, so concurrent submissions see each other in the count
     return job
 
 

@@ -1,7 +1,12 @@
 """Synchronous trace: run a checkpoint on a task sample and return what the dashboard
 draws (inputs, targets, outputs, per-step loss and metric, chosen sites), each tensor
 with its axis labels. Every distribution site comes with the engine's normalised
-entropy per step, so no client computes analysis numbers itself."""
+entropy per step, so no client computes analysis numbers itself.
+
+`trace` computes the answer; the API process calls `trace_in_sandbox`, which prices the
+request against the budget first and has a sandbox process run `trace` (services/isolated.py)
+under a time and memory limit, answering with its JSON bytes.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -13,7 +18,11 @@ from mnemoscope.analysis.entropy import per_step_entropy
 from mnemoscope.analysis.sites import specs
 from mnemoscope.analysis.trace import SiteRecord, run_trace
 
-from ..errors import Invalid
+from .. import budget
+from ..errors import Invalid, Unavailable
+from ..kinds.base import site_names, site_specs
+from ..sandbox import AnswerTooLarge, CallTimeout, OutOfMemory, Sandbox, WorkerDied
+from ..settings import Settings
 from ..store import Store
 from .checkpoints import get_or_404
 from .models import ModelCache
@@ -87,3 +96,41 @@ def _site_out(rec: SiteRecord, spec) -> dict:
     distribution axis (axes: the site's without that last one) where it is a distribution."""
     entropy = labelled(per_step_entropy(spec, rec.values), rec.axes[:-1]) if rec.distribution else None
     return {"kind": rec.kind, "distribution": rec.distribution, **labelled(rec.values, rec.axes), "entropy": entropy}
+
+
+def trace_in_sandbox(
+    store: Store,
+    sandbox: Sandbox,
+    settings: Settings,
+    checkpoint_id: str,
+    *,
+    task_name: str | None,
+    task_params: dict[str, Any] | None,
+    seed: int,
+    samples: int,
+    sites: Sequence[str],
+) -> bytes:
+    """The trace's JSON answer, computed in a sandbox process; 422 with a `budget` before
+    anything runs when the request costs more than this server allows."""
+    record = get_or_404(store, checkpoint_id)
+    task = resolve_task(record, task_name, task_params, max_int=settings.max_task_param)
+    cost = budget.estimate_trace(record, task, samples, site_names(site_specs(record), list(sites)))
+    budget.check_trace(cost, settings)
+    try:
+        return sandbox.call(
+            # waiting longer than one trace may run would only mean the sandboxes are stuck
+            "trace", timeout_s=settings.trace_timeout_s, wait_s=settings.trace_timeout_s,
+            max_bytes=settings.trace_max_bytes,
+            record=record, path=str(store.checkpoint_path(record)), cache_models=settings.trace_cache_models,
+            task_name=task_name, task_params=task_params, seed=seed, samples=samples, sites=list(sites),
+            max_task_param=settings.max_task_param,
+        )
+    except AnswerTooLarge as exc:
+        raise budget.refusal("trace", budget.TRACE_BYTES, exc.size, settings) from exc
+    except OutOfMemory as exc:
+        raise budget.refusal("trace", budget.MEMORY, settings.worker_memory_mb, settings) from exc
+    except CallTimeout as exc:
+        raise Unavailable(f"the trace was stopped after {exc.seconds:g} s, this server's limit (trace_timeout_s); "
+                          "ask for fewer samples or sites or shorter sequences, or try again when it is less busy") from exc
+    except WorkerDied as exc:
+        raise Unavailable(f"the trace failed: {exc} (out of memory?); try again with a smaller request") from exc

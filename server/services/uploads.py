@@ -9,11 +9,14 @@ large file never stalls the event loop.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -21,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ..errors import Invalid, TooLarge, UnsupportedMedia
+from ..sandbox import AnswerTooLarge, CallTimeout, OutOfMemory, Sandbox, WorkerDied
 
 FIELD = "file"
 BATCH_BYTES = 1 << 20
@@ -174,3 +178,33 @@ async def receive_upload(request: Request, tmp_path: Path, cap: int) -> Received
         sink.discard()
         raise
     return ReceivedFile(tmp_path, sanitize_name(sink.filename), sink.size, sink.hash.hexdigest(), sink.head)
+
+
+# -- validating in a sandbox -------------------------------------------------------------------
+
+VALIDATION_ANSWER_BYTES = 16 << 20  # a checkpoint's description: its config, task, metrics and sites
+
+
+def sandboxed_validator(sandbox: Sandbox, timeout_s: float, memory_mb: int) -> Callable[[Path, str], dict]:
+    """`validate(path, display) -> info` run by a sandbox process: a hostile file (a config
+    that builds a huge model, tensors claiming gigabytes) costs that process, under its
+    memory limit, never the server."""
+    return partial(_validate_in_sandbox, sandbox, timeout_s, memory_mb)
+
+
+def _validate_in_sandbox(sandbox: Sandbox, timeout_s: float, memory_mb: int, path: Path, display: str) -> dict:
+    try:
+        answer = sandbox.call("validate", timeout_s=timeout_s, max_bytes=VALIDATION_ANSWER_BYTES,
+                              path=str(path), display=display)
+    except OutOfMemory as exc:
+        raise Invalid(f"{display}: loading this checkpoint needs more memory than this server gives one file "
+                      f"(worker_memory_mb = {memory_mb}); its config or tensors are larger than it can hold") from exc
+    except CallTimeout as exc:
+        raise Invalid(f"{display}: validating the file took longer than this server allows "
+                      f"(upload_timeout_s = {exc.seconds:g})") from exc
+    except AnswerTooLarge as exc:
+        raise Invalid(f"{display}: the checkpoint's description ({exc.size} bytes) is larger than this server "
+                      "accepts") from exc
+    except WorkerDied as exc:  # the loader crashed on this file
+        raise Invalid(f"{display}: not a loadable checkpoint (the process reading it failed: {exc})") from exc
+    return json.loads(answer)
