@@ -126,6 +126,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.baseline: int | None = None  # RSS once started, to see how much a call left behind
+        self.warm: int | None = None  # RSS after the first call: torch's one-time set-up and a cached model
         self.rss = 0
 
     def _receive(self, timeout_s: float, max_bytes: int) -> tuple[dict, bytes]:
@@ -157,6 +158,8 @@ class _Worker:
         except (OSError, ValueError) as exc:
             raise WorkerDied("the sandbox process is gone") from exc
         header, payload = self._receive(timeout_s, max_bytes)
+        if self.warm is None:
+            self.warm = self.rss
         failure = header.get("failure")
         if failure == "memory":
             raise OutOfMemory()
@@ -171,6 +174,13 @@ class _Worker:
 
     def grew_by(self) -> int:
         return self.rss - (self.baseline or self.rss)
+
+    def should_recycle(self, recycle_bytes: int) -> bool:
+        """What a call left behind: more than `recycle_bytes` over the warm size (after the first
+        call, which pays torch's one-time set-up and loads a model the cache keeps), or more
+        than four times that since the start (a first call that was itself a heavy one)."""
+        warm_growth = self.rss - (self.warm if self.warm is not None else self.rss)
+        return warm_growth > recycle_bytes or self.grew_by() > 4 * recycle_bytes
 
     def stop(self) -> None:
         try:
@@ -269,7 +279,7 @@ class Sandbox:
         return worker
 
     def _release(self, worker: _Worker, keep: bool) -> None:
-        recycle = keep and worker.grew_by() > self.settings.worker_recycle_mb * MiB
+        recycle = keep and worker.should_recycle(self.settings.worker_recycle_mb * MiB)
         if recycle:
             log.info("sandbox process %s grew by %d MB; replacing it", worker.process.pid, worker.grew_by() // MiB)
         if not keep or recycle:

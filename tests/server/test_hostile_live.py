@@ -157,7 +157,10 @@ def test_a_tiny_upload_that_builds_a_huge_model_is_refused_within_a_second(serve
         with RssProbe(server_pid) as tree:
             r, seconds = timed(c.post, "/api/checkpoints", files={"file": ("tiny.safetensors", data)})
         assert r.status_code == 422 and seconds < 1.0, (r.status_code, seconds, r.text)
-        assert "memory" in r.json()["detail"] or "cannot build" in r.json()["detail"]
+        # refused by the loader's plan on the meta device (the weights' size from the config), or,
+        # failing that, by the sandbox's memory limit
+        detail = r.json()["detail"]
+        assert "bytes of weights" in detail or "memory" in detail or "cannot build" in detail, detail
         assert rss_bytes(server_pid) - before < 100 * MiB  # nothing was built in the API process
         assert tree.peak < 3 * 1024 * MiB
         assert "tiny" not in [ck["name"] for ck in c.get("/api/checkpoints").json()]
