@@ -413,9 +413,14 @@ class JobManager:
         self._remove(w)
 
     def _recycle_if_grown(self, w: _Worker) -> None:
-        """Replace an idle worker that kept much more memory than it started with."""
-        grown = rss_bytes(w.process.pid) - w.extra.get("baseline_rss", 0)
-        if grown <= self.settings.worker_recycle_mb * MiB:
+        """Replace an idle worker that kept much more memory than its warm size (its RSS after
+        its first job, which pays torch's one-time set-up and loads a model its cache keeps),
+        or four times that since it started (a first job that was itself a heavy one): what a
+        big job leaves behind goes back, and ordinary jobs do not pay a fresh process each."""
+        rss, limit = rss_bytes(w.process.pid), self.settings.worker_recycle_mb * MiB
+        warm = w.extra.setdefault("warm_rss", rss)
+        grown = max(rss - warm, (rss - w.extra.get("baseline_rss", 0)) // 4)
+        if grown <= limit:
             return
         log.info("worker %s grew by %d MB over its job; replacing it", w.process.pid, grown // MiB)
         try:
