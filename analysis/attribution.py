@@ -52,11 +52,10 @@ from ..models.sites import Intervention, SiteModel
 from ..models.tasks.base import PatchPair, Task
 from .ablation import fit
 from .patching import (ALL_STEPS, Direction, PatchingResult, _causal_horizon, _finish, _is_noop, _patcher, _Scorer,
-                       _Setup)
+                       _Setup, sweep_sites)
 from .results import jsonable
 from .runs import Progress, bytes_per_row, forward, report, sub_progress, tile
-from .sites import (bypass_sites, check_compatible, check_sites, evaluating, memory_sites, model_device, specs,
-                    step_size)
+from .sites import check_compatible, evaluating, model_device, specs, step_size
 
 Mode = Literal["exact", "attribution", "attribution+verify"]
 MODES: tuple[str, ...] = Mode.__args__  # type: ignore[attr-defined]
@@ -85,32 +84,6 @@ class AttributionResult(PatchingResult):
 
 
 # -- setup ------------------------------------------------------------------------------------
-
-def _sweep_sites(model: SiteModel, sites: Sequence[str] | None, per_element: str | None):
-    """Names, element-axis positions and sizes: the same choice and checks as exact patching."""
-    all_specs = specs(model)
-    if sites is None:
-        names = memory_sites(model) + bypass_sites(model)
-        if per_element is not None:
-            names = [n for n in names if per_element in all_specs[n].axes]
-    else:
-        names = check_sites(model, sites)
-    if not names:
-        raise ValueError("no sites to patch" + (f" with an axis {per_element!r}" if per_element else ""))
-    axis_pos: list[int | None] = [None] * len(names)
-    sizes = [1] * len(names)
-    if per_element is not None:
-        for i, n in enumerate(names):
-            spec = all_specs[n]
-            if per_element not in spec.axes:
-                raise ValueError(f"site {n!r} has no axis {per_element!r}; its axes are {list(spec.axes)}")
-            axis_pos[i] = spec.axes.index(per_element)
-            if spec.shape[axis_pos[i]] is None:
-                raise ValueError(f"site {n!r}: axis {per_element!r} grows with the sequence; patch per element "
-                                 "along a fixed-size axis")
-            sizes[i] = int(spec.shape[axis_pos[i]])
-    return names, axis_pos, sizes
-
 
 def route_of(name: str) -> str:
     """GradDrop's route of a site: its layer in a stacked model (`layers.3`), else the site."""
@@ -214,7 +187,7 @@ def attribution_patch(model: SiteModel, task: Task, pair: PatchPair, sites: Sequ
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
     all_specs = specs(model)
-    names, axis_pos, sizes = _sweep_sites(model, sites, per_element)
+    names, axis_pos, sizes = sweep_sites(model, sites, per_element)
     B, T = pair.clean.mask.shape
     scorer = _Scorer(task, pair)
     denoise = direction == "denoise"

@@ -202,11 +202,9 @@ class _Setup:
     anchors: dict[str, Tensor] = field(default_factory=dict)  # {"item", "answer"}: [B] each pair's step
 
 
-def _setup(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] | None, direction: str,
-           per_element: str | None) -> _Setup:
-    check_compatible(model, task)
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
+def sweep_sites(model: SiteModel, sites: Sequence[str] | None, per_element: str | None):
+    """The sites a sweep patches (default: the memory and bypass sites, those with the
+    `per_element` axis when one is given), each one's element-axis position and size."""
     all_specs = specs(model)
     if sites is None:
         names = memory_sites(model) + bypass_sites(model)
@@ -229,6 +227,15 @@ def _setup(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] |
                 raise ValueError(f"site {n!r}: axis {per_element!r} grows with the sequence; patch per element "
                                  "along a fixed-size axis")
             sizes[i] = int(size)
+    return names, axis_pos, sizes
+
+
+def _setup(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] | None, direction: str,
+           per_element: str | None) -> _Setup:
+    check_compatible(model, task)
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
+    names, axis_pos, sizes = sweep_sites(model, sites, per_element)
     B, T = pair.clean.mask.shape
     scorer = _Scorer(task, pair)
     clean_logits, clean_vals = forward(model, pair.clean.inputs, names)

@@ -51,7 +51,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path

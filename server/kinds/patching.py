@@ -13,7 +13,7 @@ from mnemoscope.analysis.runs import sub_progress
 from ..errors import Invalid
 from ..request_base import JobRequest
 from ..settings import Settings
-from .base import JobKind, JobLoad, recorded_sites, site_names, site_specs
+from .base import JobKind, JobLoad, site_names, site_specs
 
 
 class PatchingRequest(JobRequest):
