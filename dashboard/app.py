@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import dash
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, dcc, html
+from dash.exceptions import DependencyException
 
 from .components import error_box
 from .context import Context, parse_query
@@ -173,6 +174,13 @@ def create_dash_app(context: Context | None = None, *, name: str = "mnemoscope.d
     )
     for page in PAGES:
         page.register(app, context)
+
+    @app.server.errorhandler(DependencyException)
+    def _unknown_component_file(_: DependencyException):
+        # Dash refuses a script path it did not register (`..%2F` included) by raising;
+        # that is a missing file to the browser, not a server error
+        return {"detail": "no such dashboard file"}, 404
+
     return app
 
 

@@ -19,7 +19,7 @@ from mnemoscope.analysis.sites import specs
 from mnemoscope.analysis.trace import SiteRecord, run_trace
 
 from .. import budget
-from ..errors import Invalid, Unavailable
+from ..errors import Invalid, NotFound, ServiceError, Unavailable
 from ..kinds.base import site_names, site_specs
 from ..sandbox import AnswerTooLarge, CallTimeout, OutOfMemory, Sandbox, WorkerDied
 from ..settings import Settings
@@ -134,3 +134,8 @@ def trace_in_sandbox(
                           "ask for fewer samples or sites or shorter sequences, or try again when it is less busy") from exc
     except WorkerDied as exc:
         raise Unavailable(f"the trace failed: {exc} (out of memory?); try again with a smaller request") from exc
+    except ServiceError as exc:
+        if exc.status_code >= 500 and not store.checkpoint_path(record).is_file():
+            # deleted while its trace ran: the checkpoint is gone, not the server broken
+            raise NotFound(f"no checkpoint with id {checkpoint_id!r} (it was deleted)") from exc
+        raise

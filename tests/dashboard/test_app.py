@@ -118,6 +118,17 @@ def test_mounted_in_fastapi_with_a_redirect_from_root():
         assert client.get("/dashboard/assets/mnemoscope.css").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/dashboard/_dash-component-suites/..%2F..%2Fetc%2Fpasswd",
+                                  "/dashboard/_dash-component-suites/dash/..%2F..%2F..%2Fserver%2Fapp.py",
+                                  "/dashboard/_dash-component-suites/dash/no-such-file.js"])
+def test_unknown_or_traversing_script_paths_are_404_not_500(path):
+    api = FastAPI()
+    dash_app.mount_dashboard(api, None)
+    with TestClient(api, raise_server_exceptions=False) as client:
+        r = client.get(path)
+        assert r.status_code == 404, r.text[:200]
+
+
 def test_the_upload_zone_posts_next_to_the_dashboard():
     assert dash_app._api_path("/dashboard/") == "/api"
     assert dash_app._api_path("/lab/mnemoscope/dashboard/") == "/lab/mnemoscope/api"

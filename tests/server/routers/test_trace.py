@@ -112,3 +112,12 @@ def test_oversized_json_bodies_are_413(client, uploaded):
     r = client.post(url, content=chunked(), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert client.post(url, json={"sites": ["controller.output"]}).status_code == 200
+
+
+def test_trace_of_a_checkpoint_deleted_under_it_is_404(client, uploaded):
+    # the race with DELETE: the index row is read, then the stored file is gone when the
+    # sandbox opens it (before: a 500 "no such file")
+    store = client.app.state.store
+    store.checkpoint_path(store.get_checkpoint(uploaded["id"])).unlink()
+    r = client.post(f"/api/checkpoints/{uploaded['id']}/trace", json={})
+    assert r.status_code == 404 and "deleted" in r.json()["detail"], r.text
