@@ -202,11 +202,9 @@ def verdict_badge(verdict: str | None, score: float | None = None, ci: Sequence[
 
 
 def warnings_row(report: Mapping[str, Any] | None, element_id: str | None = None) -> html.Ul | None:
-    """The verdict's warnings (collapsed memory and the like), one sentence each, where a
-    flat heatmap or a high score needs them; nothing when the report has none.
-
-    The place for `report["reliance"]["warnings"]`, which the verdict rewrite adds: until
-    a server sends them this renders nothing."""
+    """The verdict's warnings (`report["reliance"]["warnings"]`: collapsed memory, at chance,
+    sparse use, ...), one sentence each, where a flat heatmap or a high score needs them;
+    nothing when the report has none."""
     reliance = (report or {}).get("reliance") if isinstance(report, Mapping) else None
     warnings = [w for w in ((reliance or {}).get("warnings") or []) if w]
     if not warnings:
