@@ -55,6 +55,9 @@ def summarise(report: Mapping[str, Any]) -> dict:
         "effective_rank": mean(s.get("mean_effective_rank") for s in states),
         "max_rank": states[0].get("max_rank") if states else None,
         "gradient_ratio": get_path(report, "gradients.ratio"),
+        "attribution_share": get_path(report, "gradients.attribution_share"),
+        "sufficiency": rel.get("sufficiency"),
+        "bypass_necessity": get_path(rel, "components.bypass.necessity"),
         "warnings": list(rel.get("warnings") or []),
     }
 
@@ -83,6 +86,15 @@ def reliance_text(s: Mapping[str, Any]) -> str:
     return f"{fmt(s['score'], 2)} [{fmt(s['ci_low'], 2)}, {fmt(s['ci_high'], 2)}]"
 
 
+def estimate_text(est: Mapping[str, Any] | None) -> str:
+    """An engine estimate `{value, ci95}` as `0.77 [0.67, 0.88]`; "-" where the model has no
+    such component (a stack with no path parallel to memory has no bypass)."""
+    if not isinstance(est, Mapping) or est.get("value") is None:
+        return "-"
+    lo, hi = (list(est.get("ci95") or []) + [None, None])[:2]
+    return f"{fmt(est['value'], 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
+
+
 def column_title(c: Mapping[str, Any]) -> str:
     return checkpoint_title(c)
 
@@ -93,13 +105,16 @@ def comparison_table(columns: Sequence[tuple[Mapping[str, Any], dict]]) -> html.
 
     rows = [
         row("verdict", lambda c, s: [verdict_badge(s["verdict"]), warnings_row({"reliance": {"warnings": s["warnings"]}})]),
-        row("reliance (95% CI)", lambda c, s: reliance_text(s)),
+        row("memory necessity (95% CI)", lambda c, s: reliance_text(s)),
+        row("memory sufficiency (95% CI)", lambda c, s: estimate_text(s["sufficiency"])),
+        row("bypass necessity (95% CI)", lambda c, s: estimate_text(s["bypass_necessity"])),
         row("metric (chance)", lambda c, s: f"{s['metric_name'] or 'metric'} {fmt(s['metric_clean'], 3)} "
                                             f"({fmt(s['metric_chance'], 3)})"),
-        row("output change when reads are resampled", lambda c, s: fmt(s["prob_change"], 3)),
+        row("output change without memory (mean ablation)", lambda c, s: fmt(s["prob_change"], 3)),
         row("addressing entropy (normalised)", lambda c, s: entropy_text(s)),
         row("effective slots (or state rank)", lambda c, s: slots_text(s)),
-        row("gradient memory / bypass", lambda c, s: fmt(s["gradient_ratio"], 3)),
+        row("memory's share of gradient x activation", lambda c, s: fmt(s["attribution_share"], 2)),
+        row("gradient-norm ratio memory / bypass (diagnostic)", lambda c, s: fmt(s["gradient_ratio"], 3)),
     ]
     head = html.Thead(html.Tr([html.Th("")] + [
         html.Th([html.Div(column_title(c)), html.Div(f"{c.get('arch', '')} · step {c.get('step', 0)}",

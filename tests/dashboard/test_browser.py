@@ -257,7 +257,8 @@ def test_gradients_and_compare(page, live_server, uploaded, screenshot):
     table = page.locator("#compare-result")
     table.wait_for(timeout=JOB_TIMEOUT)
     text = table.inner_text()
-    assert "tiny-ntm" in text and "tiny-dnc" in text and "reliance (95% CI)" in text
+    assert "tiny-ntm" in text and "tiny-dnc" in text
+    assert "memory necessity (95% CI)" in text and "memory sufficiency (95% CI)" in text
     assert table.locator(".ms-badge").count() == 2
     screenshot(page, "compare")
 

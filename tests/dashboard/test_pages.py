@@ -292,3 +292,17 @@ def test_compare_side_by_side(fake_api):
 def test_summarise_tolerates_missing_sections():
     s = compare.summarise({"reliance": {"verdict": "partial"}})
     assert s["verdict"] == "partial" and s["score"] is None and s["effective_slots"] is None
+
+
+def test_compare_shows_necessity_sufficiency_and_the_bypass_from_the_engine():
+    report = {"reliance": {"verdict": "functional", "score": 0.77, "ci95": [0.67, 0.88],
+                           "sufficiency": {"value": 1.0, "ci95": [0.99, 1.0], "mode": "mean"},
+                           "components": {"bypass": {"necessity": {"value": 0.0, "ci95": [0.0, 0.01], "mode": "mean"}},
+                                          "memory": None}},
+              "gradients": {"attribution_share": 0.66, "ratio": 0.61}}
+    s = compare.summarise(report)
+    assert compare.estimate_text(s["sufficiency"]) == "1.00 [0.99, 1.00]"
+    assert compare.estimate_text(s["bypass_necessity"]) == "0.00 [0.00, 0.01]"
+    assert compare.estimate_text(compare.summarise({"reliance": {"components": {"bypass": None}}})["bypass_necessity"]) == "-"
+    text = str(compare.comparison_table([({"id": "a", "name": "a"}, s)]).to_plotly_json())
+    assert "memory sufficiency (95% CI)" in text and "1.00 [0.99, 1.00]" in text and "0.66" in text
