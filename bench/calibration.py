@@ -35,7 +35,21 @@ def judge(entry: dict, samples: int = SAMPLES) -> dict:
     truth = entry["truth"]
     return {"name": entry["name"], "family": entry["family"], "kind": entry["kind"], "seed": entry["seed"],
             "verdict": r.verdict, "warnings": codes, "ok": correct(entry["kind"], truth, r.verdict, codes),
-            "margin": margin(entry["kind"], r)}
+            "built": built_as_designed(entry["kind"], r), "margin": margin(entry["kind"], r)}
+
+
+def built_as_designed(kind: str, r) -> bool:
+    """Whether training produced the model the recipe aims at, checked on the model itself:
+    a redundant control must do the task with either path alone (each keeps at least half
+    of the gap to chance, by its interval's lower bound). A control that fails this has no
+    known truth; it is reported as a failed construction, not counted for or against the
+    verdict."""
+    if kind != "redundant":
+        return True
+    bypass = (r.components.get("bypass") or {}).get("sufficiency") or {}
+    memory = r.sufficiency or {}
+    lows = [(est.get("ci95") or [0.0, 0.0])[0] for est in (memory, bypass)]
+    return min(lows) >= 0.5
 
 
 def correct(kind: str, truth: dict, verdict: str, codes: list[str]) -> bool:
@@ -85,8 +99,9 @@ def matrix(rows: list[dict]) -> str:
             for c in r["warnings"]:
                 warn[c] = warn.get(c, 0) + 1
         out.append(f"{label:<24}{counts}   {', '.join(f'{c} {n}' for c, n in sorted(warn.items())) or '-'}")
-    right = sum(r["ok"] for r in rows)
-    out.append(f"{right} of {len(rows)} controls get their truth")
+    valid = [r for r in rows if r["built"]]
+    out.append(f"{sum(r['ok'] for r in valid)} of {len(valid)} controls built as designed get their truth; "
+               f"{len(rows) - len(valid)} not built as designed (no known truth; see below)")
     return "\n".join(out)
 
 
@@ -104,7 +119,8 @@ def main(argv=None) -> int:
     print(matrix(rows))
     print("\nper control:")
     for r in rows:
-        print(f"  {r['name']:<24} {'ok ' if r['ok'] else 'MISS'} {r['verdict']:<12} "
+        status = "ok " if r["ok"] else ("MISS" if r["built"] else "n/a ")
+        print(f"  {r['name']:<24} {status} {r['verdict']:<12} "
               f"{','.join(r['warnings']) or '-':<28} {r['margin']}")
     built = {(e["family"], e["kind"]) for e in index["controls"]}
     absent = [f"{f.name}-{k}" for f in controls.FAMILIES for k in f.kinds if (f.name, k) not in built]
@@ -112,7 +128,9 @@ def main(argv=None) -> int:
         print(f"\nnot built yet: {', '.join(absent)}")
     for fam, why in index.get("missing", {}).items():
         print(f"left out by design, {fam}: {why}")
-    return 0 if all(r["ok"] for r in rows) else 1
+    for name, why in controls.FAILED_CONSTRUCTIONS.items():
+        print(f"not built as designed, {name}: {why}")
+    return 0 if all(r["ok"] for r in rows if r["built"]) else 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,14 @@ def test_some_held_out_controls_are_committed():
 
 @pytest.mark.parametrize("entry", HELD_OUT, ids=[e["name"] for e in HELD_OUT])
 def test_held_out_control_gets_its_truth(entry):
-    got = calibration.judge(entry, samples=48)
+    got = calibration.judge(entry)  # the bench's sample count: the README's matrix is this test's
+    if not got["built"]:
+        # training did not produce the model the recipe aims at (checked on the model: for a
+        # redundant control, a path that cannot do the task alone); such controls are listed
+        # in the README as failed constructions, and the verdict must not call them redundant
+        assert entry["name"].rsplit("-s", 1)[0] in controls.FAILED_CONSTRUCTIONS, got
+        assert got["verdict"] != entry["truth"]["verdict"], got
+        return
     assert got["ok"], f"{entry['name']}: {got['verdict']} {got['warnings']}, truth {entry['truth']} ({got['margin']})"
     assert got["verdict"] != "functional" or entry["kind"] == "functional"  # never a false functional
 
