@@ -453,7 +453,7 @@ def test_own_runs_are_told_apart_and_analysed_without_a_click(page, live_server,
     assert "6.500" in rows["final.safetensors"].locator(".ms-metric").inner_text()
     # analysed without a click: each row reaches a verdict by itself
     for row in rows.values():
-        row.locator(".ms-badge-functional, .ms-badge-partial, .ms-badge-decorative").wait_for(timeout=JOB_TIMEOUT)
+        row.locator(", ".join(f".ms-badge-{v}" for v in VERDICT_TEXT)).wait_for(timeout=JOB_TIMEOUT)
     screenshot(page, "checkpoints-own-run")
     cid = rows["final.safetensors"].get_attribute("data-checkpoint")
     page.goto(f"{live_server}/dashboard/explore?checkpoint={cid}")
