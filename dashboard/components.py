@@ -220,6 +220,15 @@ def _sentence(warning: Any) -> str:
     return str(warning)
 
 
+def estimate_text(est: Mapping[str, Any] | None) -> str:
+    """An engine estimate `{value, ci95}` as `0.77 [0.67, 0.88]`; "-" where the model has no
+    such component (a stack with no path parallel to memory has no bypass)."""
+    if not isinstance(est, Mapping) or est.get("value") is None:
+        return "-"
+    lo, hi = (list(est.get("ci95") or []) + [None, None])[:2]
+    return f"{fmt(est['value'], 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
+
+
 def error_box(message: str | None) -> html.Div | None:
     if not message:
         return None

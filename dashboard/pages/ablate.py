@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 
 from dash import dcc, html
 
-from ..components import (axis, base_layout, empty_figure, export_payload, figure, flatten, fmt, get_path,
-                          verdict_badge)
+from ..components import (axis, base_layout, empty_figure, estimate_text, export_payload, figure, flatten, fmt,
+                          get_path, verdict_badge, warnings_row)
 from . import jobpage
 from .common import field, parse_timesteps
 from .jobpage import FigureCard
@@ -163,13 +163,36 @@ def verdict_panel(reliance: Mapping[str, Any] | None, note: str | None = None) -
                 ],
                 className="ms-verdict-head",
             ),
-            html.P("Every memory read resample-ablated at once (the checkpoint's report): the share of the gap "
-                   "between the clean metric and chance that is lost.", className="ms-note"),
+            html.P("The checkpoint's report: the score is memory's necessity, the share of the gap between the "
+                   "clean metric and chance lost when every memory site is mean-ablated; the table removes each "
+                   "component in turn (necessity) or keeps it alone (sufficiency).", className="ms-note"),
+            design_table(reliance),
+            warnings_row({"reliance": reliance}),
             html.Ul([html.Li(line) for line in reliance.get("evidence") or []], className="ms-evidence"),
         ],
         className="ms-verdict",
         **{"data-verdict": reliance.get("verdict") or ""},
     )
+
+
+def design_table(reliance: Mapping[str, Any]) -> html.Table | None:
+    """The factorial design with its 95% intervals: each component (memory, the bypass
+    parallel to it, the controller's state) removed and kept alone; both removed; the
+    share of positions that need memory; how stable the verdict is."""
+    comps = reliance.get("components") or {}
+    if not comps:
+        return None
+    head = html.Tr([html.Th(""), html.Th("necessity (removed: gap lost)"), html.Th("sufficiency (alone: gap kept)")])
+    rows = [html.Tr([html.Th(name), html.Td(estimate_text((comps.get(name) or {}).get("necessity"))),
+                     html.Td(estimate_text((comps.get(name) or {}).get("sufficiency")))])
+            for name in ("memory", "bypass", "state")]
+    extra = [("memory and bypass removed", estimate_text(reliance.get("joint_necessity"))),
+             ("positions that need memory", estimate_text(reliance.get("per_position"))),
+             ("verdict stability", f"{fmt(100 * reliance['stability'], 0)}% of bootstrap samples"
+              if reliance.get("stability") is not None else "-")]
+    rows += [html.Tr([html.Th(k), html.Td(v, colSpan=2)]) for k, v in extra]
+    return html.Table([html.Thead(head), html.Tbody(rows)], className="ms-table ms-table-compact",
+                      id="ablate-design")
 
 
 def summary_table(a: Mapping[str, Any]) -> html.Table:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from dash import html
 
 from ..api import ApiClient, ApiError
-from ..components import (DIFFUSE_ABOVE, VERDICT_COLOURS, axis, axis_key, axis_ref, base_layout, empty_figure,
+from ..components import (DIFFUSE_ABOVE, VERDICT_COLOURS, estimate_text, axis, axis_key, axis_ref, base_layout, empty_figure,
                           export_payload, figure, fmt, get_path, mean, subplot_title, verdict_badge, warnings_row)
 from . import jobpage
 from .common import checkpoint_title
@@ -86,13 +86,6 @@ def reliance_text(s: Mapping[str, Any]) -> str:
     return f"{fmt(s['score'], 2)} [{fmt(s['ci_low'], 2)}, {fmt(s['ci_high'], 2)}]"
 
 
-def estimate_text(est: Mapping[str, Any] | None) -> str:
-    """An engine estimate `{value, ci95}` as `0.77 [0.67, 0.88]`; "-" where the model has no
-    such component (a stack with no path parallel to memory has no bypass)."""
-    if not isinstance(est, Mapping) or est.get("value") is None:
-        return "-"
-    lo, hi = (list(est.get("ci95") or []) + [None, None])[:2]
-    return f"{fmt(est['value'], 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
 
 
 def column_title(c: Mapping[str, Any]) -> str:

@@ -306,3 +306,19 @@ def test_compare_shows_necessity_sufficiency_and_the_bypass_from_the_engine():
     assert compare.estimate_text(compare.summarise({"reliance": {"components": {"bypass": None}}})["bypass_necessity"]) == "-"
     text = str(compare.comparison_table([({"id": "a", "name": "a"}, s)]).to_plotly_json())
     assert "memory sufficiency (95% CI)" in text and "1.00 [0.99, 1.00]" in text and "0.66" in text
+
+
+def test_ablate_shows_the_factorial_design_with_intervals_and_warnings():
+    est = lambda v, lo, hi: {"value": v, "ci95": [lo, hi], "mode": "mean"}  # noqa: E731
+    reliance = {"verdict": "redundant", "score": 0.1, "ci95": [0.0, 0.16], "stability": 0.97,
+                "components": {"memory": {"necessity": est(0.1, 0.0, 0.16), "sufficiency": est(0.98, 0.97, 1.0)},
+                               "bypass": {"necessity": est(0.05, 0.0, 0.1), "sufficiency": est(0.9, 0.84, 0.95)},
+                               "state": None},
+                "joint_necessity": est(0.9, 0.88, 0.93), "per_position": est(0.2, 0.1, 0.3),
+                "warnings": [{"code": "sparse_use", "message": "20% of scored positions need memory"}],
+                "evidence": ["a line"]}
+    text = str(ablate.verdict_panel(reliance).to_plotly_json())
+    for shown in ("0.98 [0.97, 1.00]", "0.90 [0.84, 0.95]", "0.90 [0.88, 0.93]", "97%",
+                  "20% of scored positions need memory"):
+        assert shown in text, shown
+    assert ablate.design_table({"verdict": "partial"}) is None  # an older report without the design
