@@ -229,6 +229,17 @@ def estimate_text(est: Mapping[str, Any] | None) -> str:
     return f"{fmt(est['value'], 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
 
 
+def step_runs(steps: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive steps as ranges: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    out: list[tuple[int, int]] = []
+    for s in sorted(set(steps)):
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
+
+
 def error_box(message: str | None) -> html.Div | None:
     if not message:
         return None

@@ -20,20 +20,10 @@ from .components import (
     empty_figure,
     figure,
     stack_domains,
+    step_runs,
     subplot_title,
 )
 from .explore_data import first_row
-
-
-def _runs(steps: Sequence[int]) -> list[tuple[int, int]]:
-    """[1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
-    out: list[tuple[int, int]] = []
-    for s in sorted(set(steps)):
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
 
 
 def _transpose(rows: list[list]) -> list[list]:
@@ -118,7 +108,7 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
     layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "paper", "x0": lo - 0.5, "x1": hi + 0.5,
                          "y0": 0, "y1": layout["yaxis2"]["domain"][1], "fillcolor": "rgba(150,150,150,0.45)",
                          "line": {"width": 0}, "layer": "above", "name": "unscored"}
-                        for lo, hi in _runs([t for t, s in enumerate(scored) if not s])]
+                        for lo, hi in step_runs([t for t, s in enumerate(scored) if not s])]
     for i in range(3):
         layout[axis_key("y", i)].update(tickfont={"size": 9}, showticklabels=not token_inputs)
     layout["yaxis4"].update(tickfont={"size": 9}, nticks=3, rangemode="tozero")

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from dash import dcc, html
 
 from ..components import (axis, base_layout, empty_figure, estimate_text, export_payload, figure, flatten, fmt,
-                          get_path, verdict_badge, warnings_row)
+                          get_path, step_runs, verdict_badge, warnings_row)
 from . import jobpage
 from .common import field, parse_timesteps
 from .jobpage import FigureCard
@@ -71,12 +71,12 @@ def step_shapes(a: Mapping[str, Any], steps: Sequence[int] | None, T: int) -> li
     """Orange, a strip along the top edge: the ablated timesteps (every one for "all");
     grey, full height: steps where nothing is scored, so no value is drawn there. (The
     strip keeps the two apart where MQAR scores every other step.)"""
-    ablated = _runs(steps) if steps is not None else [(0, T - 1)] if T else []
+    ablated = step_runs(steps) if steps is not None else [(0, T - 1)] if T else []
     band = {"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1, "line": {"width": 0}, "layer": "below"}
     return ([{**band, "x0": lo - 0.5, "x1": hi + 0.5, "y0": 1.0, "y1": 1.035, "fillcolor": ABLATED_FILL,
               "layer": "above", "name": "ablated"} for lo, hi in ablated]
             + [{**band, "x0": lo - 0.5, "x1": hi + 0.5, "fillcolor": UNSCORED_FILL, "name": "unscored"}
-               for lo, hi in _runs(unscored_steps(a))])
+               for lo, hi in step_runs(unscored_steps(a))])
 
 
 def shading_legend(a: Mapping[str, Any], steps: Sequence[int] | None) -> list[dict]:
@@ -134,17 +134,6 @@ def change_figure(a: Mapping[str, Any], steps: Sequence[int] | None = None) -> d
                          yaxis2=axis(title={"text": "share flipped"}, overlaying="y", side="right", range=[0, 1],
                                      tickformat=".0%", dtick=0.25, showgrid=False))
     return figure(data, layout)
-
-
-def _runs(steps: Sequence[int]) -> list[tuple[int, int]]:
-    """[1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
-    out: list[tuple[int, int]] = []
-    for s in sorted(set(steps)):
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
 
 
 def verdict_panel(reliance: Mapping[str, Any] | None, note: str | None = None) -> html.Div:
