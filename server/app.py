@@ -38,7 +38,6 @@ from .sandbox import Sandbox
 from .services.analysis import execute
 from .services.isolated import HANDLERS
 from .services.jobs import on_done
-from .services.models import ModelCache
 from .routers import sweeps as sweeps_router
 from .settings import Settings
 from .store import Store
@@ -98,7 +97,6 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     app.state.jobs = manager
     app.state.kinds = kinds
     app.state.sandbox = sandbox
-    app.state.models = ModelCache(replicas=settings.trace_replicas)
     app.state.started_at = time.time()
 
     app.add_middleware(BodyLimit, exempt=(("POST", "/api/checkpoints"),))

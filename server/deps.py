@@ -1,5 +1,5 @@
-"""Dependencies the routers declare: the settings, the store, the job manager, the model
-cache, the app's job kinds, the trace sandbox, and the bearer-token check on mutating routes."""
+"""Dependencies the routers declare: the settings, the store, the job manager, the app's
+job kinds, the trace sandbox, and the bearer-token check on mutating routes."""
 from __future__ import annotations
 
 import secrets
@@ -11,7 +11,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .jobs import JobManager
 from .kinds import JobKind
 from .sandbox import Sandbox
-from .services.models import ModelCache
 from .settings import Settings
 from .store import Store
 
@@ -28,9 +27,6 @@ def get_jobs(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
-def get_models(request: Request) -> ModelCache:
-    return request.app.state.models
-
 
 def get_kinds(request: Request) -> dict[str, JobKind]:
     return request.app.state.kinds
@@ -43,7 +39,6 @@ def get_sandbox(request: Request) -> Sandbox:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
-ModelsDep = Annotated[ModelCache, Depends(get_models)]
 KindsDep = Annotated[dict[str, JobKind], Depends(get_kinds)]
 SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
 

@@ -38,7 +38,6 @@ class Settings(BaseSettings):
 
     # limits that keep one request from monopolising the server
     trace_max_samples: int = Field(16, ge=1, description="most sequences one trace may ask for")
-    trace_replicas: int = Field(2, ge=1, description="unused: traces run in `trace_workers` sandbox processes")
     max_task_param: int = Field(4096, ge=1, description="largest integer task parameter (sequence lengths) a request may set")
     job_timeout_s: float = Field(3600.0, gt=0, description="a job running longer is stopped and marked failed")
     cancel_grace_s: float = Field(3.0, ge=0, description="how long a cancelled job may take to stop before its worker is killed")

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import AuthDep, JobsDep, ModelsDep, SandboxDep, SettingsDep, StoreDep
+from ..deps import AuthDep, JobsDep, SandboxDep, SettingsDep, StoreDep
 from ..errors import Invalid, NotFound, ServiceError
 from ..kinds import REPORT
 from ..responses import OpenedFileResponse
@@ -81,8 +81,8 @@ def get_checkpoint(checkpoint_id: str, store: StoreDep) -> dict:
 
 @router.delete("/{checkpoint_id}", status_code=204, responses=errors(401, 404),
                summary="Delete a checkpoint, its jobs and their results")
-def delete_checkpoint(checkpoint_id: str, store: StoreDep, jobs: JobsDep, models: ModelsDep, _: AuthDep) -> Response:
-    job_service.delete_checkpoint(store, jobs, models, checkpoint_id)
+def delete_checkpoint(checkpoint_id: str, store: StoreDep, jobs: JobsDep, _: AuthDep) -> Response:
+    job_service.delete_checkpoint(store, jobs, checkpoint_id)
     return Response(status_code=204)
 
 

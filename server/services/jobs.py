@@ -24,7 +24,6 @@ from ..request_base import JobRequest
 from ..settings import Settings
 from ..store import UNFINISHED, Store, now
 from .checkpoints import get_or_404
-from .models import ModelCache
 from .tasks import resolve_task
 
 RETRY_AFTER_S = 30  # a full queue drains at the pace of jobs: ask again in half a minute
@@ -129,7 +128,7 @@ def cancel(store: Store, manager: JobManager, job_id: str) -> dict:
     return job
 
 
-def delete_checkpoint(store: Store, manager: JobManager, cache: ModelCache, checkpoint_id: str) -> dict:
+def delete_checkpoint(store: Store, manager: JobManager, checkpoint_id: str) -> dict:
     with _lock:
         record = get_or_404(store, checkpoint_id)
         for job in store.list_jobs(checkpoint_id=checkpoint_id, limit=1_000_000):
@@ -138,5 +137,4 @@ def delete_checkpoint(store: Store, manager: JobManager, cache: ModelCache, chec
             ):
                 manager.cancel(job["id"])
         store.delete_checkpoint(checkpoint_id)
-        cache.forget(record["sha256"])
     return record
