@@ -14,6 +14,10 @@ is local attention, whatever its kind.
 
 Positions enter through rotary embeddings (RoPE) on q and k, as in the local-attention layers of hybrid
 models (Griffin, Samba); without them a causal window cannot tell "the previous token" from others.
+
+An optional short causal convolution over q, k, v (`conv_size`, as in Zoology's BaseConv hybrids) gives
+each position its predecessors' tokens, so one attention layer alone can bind a key to the value that
+follows it (MQAR); without it a single attention layer can find the key but not read what came after.
 """
 from __future__ import annotations
 
@@ -48,8 +52,10 @@ class SlidingWindowAttention(nn.Module):
     """`forward(x [B, T, d_model], scope) -> [B, T, d_model]`."""
 
     def __init__(self, d_model: int, heads: int = 4, window: int = 16, d_head: int | None = None,
-                 rope: bool = True):
+                 rope: bool = True, conv_size: int = 0):
         super().__init__()
+        if conv_size < 0:
+            raise ValueError(f"attention conv_size must be non-negative, got {conv_size}")
         if window < 1:
             raise ValueError(f"attention window must be at least 1, got {window}")
         if d_head is None and d_model % heads:
@@ -58,6 +64,10 @@ class SlidingWindowAttention(nn.Module):
         self.d_head = d_head or d_model // heads
         self.qkv = nn.Linear(d_model, 3 * heads * self.d_head, bias=False)
         self.o_proj = nn.Linear(heads * self.d_head, d_model, bias=False)
+        self.conv_size = conv_size
+        if conv_size:
+            width = 3 * heads * self.d_head  # depthwise over q, k, v, like the memory blocks' short conv
+            self.conv = nn.Conv1d(width, width, conv_size, groups=width, padding=conv_size - 1)
 
     def site_specs(self) -> list[SiteSpec]:
         H = self.heads
@@ -72,7 +82,10 @@ class SlidingWindowAttention(nn.Module):
         scope = scope if scope is not None else NullScope()
         B, T, _ = x.shape
         H, D = self.heads, self.d_head
-        q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        qkv = self.qkv(x)  # [B, T, 3 H D]
+        if self.conv_size:
+            qkv = self.conv(qkv.transpose(1, 2))[..., :T].transpose(1, 2)  # causal: drop the right padding
+        q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
         if self.rope:
             q, k = rotary(q), rotary(k)
         allowed = window_mask(T, self.window, x.device)

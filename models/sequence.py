@@ -73,6 +73,7 @@ class SequenceConfig:
     window: int = 16
     attention_heads: int | None = None  # default: heads
     rope: bool = True
+    attention_conv_size: int = 0  # short causal conv on the attention's q, k, v (Zoology's BaseConv); 0 = none
     # ssm blocks
     ssm_d_state: int = 16
     ssm_d_conv: int = 4
@@ -163,7 +164,8 @@ class SequenceModel(SiteModel):
             return _ssm_class()(c.d_model, d_state=c.ssm_d_state, d_conv=c.ssm_d_conv, expand=c.ssm_expand,
                                 dt_rank=c.ssm_dt_rank)
         if kind == "attention":
-            return SlidingWindowAttention(c.d_model, c.attention_heads or c.heads, c.window, rope=c.rope)
+            return SlidingWindowAttention(c.d_model, c.attention_heads or c.heads, c.window, rope=c.rope,
+                                          conv_size=c.attention_conv_size)
         return MLP(c.d_model, c.mlp_ratio)
 
     # -- contract ---------------------------------------------------------------------------

@@ -44,7 +44,17 @@ def attention_naive(layer, x):
     """Per batch row, head and query: softmax over the keys t-W+1..t, written as loops."""
     B, T, _ = x.shape
     H, D, W = layer.heads, layer.d_head, layer.window
-    qkv = layer.qkv(x).view(B, T, 3, H, D)
+    qkv = layer.qkv(x)
+    if layer.conv_size:  # the short causal conv, per channel: inputs t-K+1..t (zeros before the start)
+        K, w, bias = layer.conv_size, layer.conv.weight[:, 0], layer.conv.bias
+        conv = torch.zeros_like(qkv)
+        for t in range(T):
+            for j in range(K):
+                s = t - (K - 1) + j
+                if s >= 0:
+                    conv[:, t] += w[:, j] * qkv[:, s]
+        qkv = conv + bias
+    qkv = qkv.view(B, T, 3, H, D)
     out = torch.zeros(B, T, H, D)
     for b in range(B):
         for h in range(H):
@@ -77,11 +87,11 @@ class _Recorder:
 
 
 @pytest.mark.parametrize("explicit", [False, True], ids=["sdpa", "explicit"])
-@pytest.mark.parametrize("rope", [True, False])
+@pytest.mark.parametrize("rope, conv", [(True, 0), (False, 0), (True, 3)])
 @pytest.mark.parametrize("B, T, H, W", [(1, 1, 1, 1), (2, 9, 2, 1), (2, 9, 2, 3), (1, 12, 3, 20)])
-def test_sliding_window_matches_naive_loop(B, T, H, W, rope, explicit):
+def test_sliding_window_matches_naive_loop(B, T, H, W, rope, conv, explicit):
     torch.manual_seed(0)
-    layer = SlidingWindowAttention(12, heads=H, window=W, d_head=4, rope=rope)
+    layer = SlidingWindowAttention(12, heads=H, window=W, d_head=4, rope=rope, conv_size=conv)
     x = torch.randn(B, T, 12)
     scope = _Recorder() if explicit else None
     y = layer(x, scope)
@@ -92,6 +102,18 @@ def test_sliding_window_matches_naive_loop(B, T, H, W, rope, explicit):
         t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
         outside = (s > t) | (s <= t - W)
         assert maxabs(p.permute(0, 2, 1, 3)[:, :, outside]) == 0
+
+
+def test_attention_conv_is_causal_and_off_by_default():
+    plain = model(["attention", "mlp"])
+    assert not hasattr(plain.layers[0].mixer, "conv")  # old configs build exactly the old layer
+    m = model(["attention", "mlp"], attention_conv_size=4)
+    x = torch.randint(0, 13, (2, 10))
+    y = m(x)
+    changed = x.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 13
+    assert maxabs(m(changed)[:, :6] - y[:, :6]) == 0  # outputs before step 6 ignore inputs from 6 on
+    assert maxabs(m(changed)[:, 6:] - y[:, 6:]) > 0
 
 
 def test_rotary_scores_depend_on_offset_only():
