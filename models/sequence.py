@@ -25,6 +25,10 @@ pattern has kind "attention" like memory's implicit attention, but declares `mem
 each sequence drops such a block's whole contribution with that probability (kept ones are scaled by
 1/(1-p)), so the network cannot lean on the bypass alone. The research on hybrids advises against
 putting attention blocks first; the order is the config's, so both can be tried.
+
+`bypass_bottleneck` (beta) passes each attention block's contribution through a variational
+information bottleneck (models/bottleneck.py) before its site: a Gaussian code whose KL the
+training loop adds to the loss, its mean at evaluation. It needs an attention block.
 """
 from __future__ import annotations
 

@@ -175,3 +175,17 @@ def test_train_cli_curriculum_forms(tmp_path, capsys):
     assert rc == 0
     history = json.loads((tmp_path / "d" / "history.json").read_text())
     assert {v for e in history["history"] for v in e["curriculum_steps"]} <= {1, 2}
+
+
+def test_help_and_the_remedies_list_name_both_options(capsys):
+    from mnemoscope.models.remedies import REMEDIES
+
+    try:
+        main(["train", "--help"])
+    except SystemExit:
+        pass
+    out = capsys.readouterr().out
+    assert "--bypass-bottleneck BETA" in out and "--curriculum [{linear,bandit}]" in out and "--no-curriculum" in out
+    remedies = {r.name: r for r in REMEDIES}
+    assert remedies["bypass_bottleneck"].how == "--bypass-bottleneck BETA"
+    assert "bandit" in remedies["curriculum"].how and "Graves" in remedies["curriculum"].source
