@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import bottleneck as vib
 from .cuts import check_cut, gates
 from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
@@ -176,6 +177,7 @@ class DNCConfig:
     deallocation: bool = False  # ... erase content of freed slots
     sharpness: bool = False  # ... sharpness exponent on forward/backward weightings
     bypass_dropout: float = 0.0  # training only: drop h_t's path into the output layer per sequence
+    bypass_bottleneck: float | None = None  # beta of a variational bottleneck on h_t's path into the output (models/bottleneck.py)
     cut: str = "none"  # a path cut by construction, for control models (models/cuts.py)
 
     def __post_init__(self) -> None:
@@ -186,6 +188,7 @@ class DNCConfig:
                 raise ValueError(f"DNCConfig.{name} must be a positive integer, got {value!r}")
         if not 0.0 <= float(self.bypass_dropout) < 1.0:
             raise ValueError(f"DNCConfig.bypass_dropout must be in [0, 1), got {self.bypass_dropout!r}")
+        vib.check_beta(self.bypass_bottleneck, "DNCConfig")
 
 
 class InterfaceSplit:
@@ -250,6 +253,8 @@ class DNC(SiteModel):
         self.controller = nn.LSTMCell(c.input_size + R * W, c.controller_size)
         self.interface = nn.Linear(c.controller_size, self.split.size)
         self.head = nn.Linear(c.controller_size + R * W, c.output_size)
+        if vib.wanted(c.bypass_bottleneck):
+            self.bottleneck = vib.VariationalBottleneck(c.controller_size, c.bypass_bottleneck)
 
     def site_specs(self) -> dict[str, SiteSpec]:
         c = self.config
@@ -273,14 +278,20 @@ class DNC(SiteModel):
             SiteSpec("memory.matrix", "state", (N, W), ("slot", "feature"), on_request=True,
                      doc="memory M_t after the write"),
             SiteSpec("controller.output", "bypass", (H,), ("feature",), role="bypass",
-                     doc="h_t into the output layer (the recurrence keeps the untouched h_t)"),
+                     doc="h_t into the output layer (the recurrence keeps the untouched h_t)"
+                     + ("; the bottleneck's code z of h_t (its mean at evaluation)" if self._has_bottleneck else "")),
             controller_state_spec(1, H),
             output_spec(c.output_size),
         ]
         return {s.name: s for s in specs}
 
     def component_groups(self) -> dict[str, list[str]]:
-        return {"memory": ["interface"], "controller": ["controller"], "output": ["head"]}
+        controller = ["controller"] + (["bottleneck"] if self._has_bottleneck else [])  # the bottleneck is on h_t's path
+        return {"memory": ["interface"], "controller": controller, "output": ["head"]}
+
+    @property
+    def _has_bottleneck(self) -> bool:
+        return hasattr(self, "bottleneck")
 
     def compute(self, x: Tensor) -> Tensor:
         c = self.config
@@ -297,6 +308,9 @@ class DNC(SiteModel):
             p = c.bypass_dropout
             keep = (torch.rand(B, 1, device=x.device) >= p).to(x.dtype) / (1.0 - p)  # [B, 1]
         mem_gate, byp_gate, reads_in = gates(c.cut, T, x)
+        code = self.bottleneck if self._has_bottleneck else None
+        if code is not None:
+            code.reset()
 
         outs = []
         for t in range(T):
@@ -335,7 +349,7 @@ class DNC(SiteModel):
             reads = self.site("memory.read", read_memory(memory, read_w), t)  # [B, R, W]
 
             # -- output: only this copy of h_t is exposed, the recurrence keeps the original --------
-            h_out = self.site("controller.output", h, t)  # [B, H]
+            h_out = self.site("controller.output", h if code is None else code(h), t)  # [B, H]
             if keep is not None:
                 h_out = h_out * keep
             outs.append(self.head(torch.cat([h_out * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1)))

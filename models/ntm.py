@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import bottleneck as vib
 from .cuts import check_cut, gates
 from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
@@ -45,6 +46,7 @@ class NTMConfig:
     memory_init: str = "constant"  # "constant" | "learned" | "random"
     head_activation: str = "standard"  # "standard" | "pytorch-ntm-2017"
     bypass_dropout: float = 0.0  # training only: drop h_t's path into the output layer per sequence
+    bypass_bottleneck: float | None = None  # beta of a variational bottleneck on h_t's path into the output (models/bottleneck.py)
     cut: str = "none"  # a path cut by construction, for control models (models/cuts.py)
 
     def __post_init__(self) -> None:
@@ -55,6 +57,7 @@ class NTMConfig:
             raise ValueError(f"head_activation must be one of {HEAD_ACTIVATIONS}, not {self.head_activation!r}")
         if not 0.0 <= self.bypass_dropout < 1.0:
             raise ValueError(f"bypass_dropout must be in [0, 1), not {self.bypass_dropout}")
+        vib.check_beta(self.bypass_bottleneck, "NTMConfig")
         for name in ("input_size", "output_size", "controller_size", "controller_layers",
                      "memory_slots", "memory_width", "read_heads", "write_heads"):
             if getattr(self, name) < 1:
@@ -186,6 +189,8 @@ class NTM(SiteModel):
         else:
             self.register_buffer("memory_bias", torch.full((N, M), CONSTANT_MEMORY))
         self.fc = nn.Linear(c.controller_size + R * M, c.output_size)
+        if vib.wanted(c.bypass_bottleneck):
+            self.bottleneck = vib.VariationalBottleneck(c.controller_size, c.bypass_bottleneck)
 
     def site_specs(self) -> dict[str, SiteSpec]:
         c = self.config
@@ -199,7 +204,8 @@ class NTM(SiteModel):
             SiteSpec("memory.add", "write", (W, M), ("head", "feature"), doc="add vectors"),
             SiteSpec("memory.matrix", "state", (N, M), ("slot", "feature"), on_request=True, doc="memory after this step's write"),
             SiteSpec("controller.output", "bypass", (H,), ("feature",), role="bypass",
-                     doc="controller h_t on its way into the output layer (not its recurrence)"),
+                     doc="controller h_t on its way into the output layer (not its recurrence)"
+                     + ("; the bottleneck's code z of h_t (its mean at evaluation)" if self._has_bottleneck else "")),
             controller_state_spec(c.controller_layers, H),
             output_spec(c.output_size),
         ]
@@ -209,7 +215,12 @@ class NTM(SiteModel):
         memory = ["read_head", "write_head", "read_init"]
         if isinstance(self.memory_bias, nn.Parameter):
             memory.append("memory_bias")
-        return {"memory": memory, "controller": ["controller"], "output": ["fc"]}
+        controller = ["controller"] + (["bottleneck"] if self._has_bottleneck else [])  # the bottleneck is on h_t's path
+        return {"memory": memory, "controller": controller, "output": ["fc"]}
+
+    @property
+    def _has_bottleneck(self) -> bool:
+        return hasattr(self, "bottleneck")
 
     def initial_memory(self, batch: int) -> Tensor:
         return self.memory_bias.unsqueeze(0).expand(batch, -1, -1)  # [B, N, M]
@@ -232,6 +243,9 @@ class NTM(SiteModel):
             # stochastic depth on the non-memory path, per sequence, rescaled
             keep = (torch.rand(B, 1, device=x.device) >= c.bypass_dropout).to(x.dtype) / (1 - c.bypass_dropout)
         mem_gate, byp_gate, reads_in = gates(c.cut, T, x)
+        code = self.bottleneck if self._has_bottleneck else None
+        if code is not None:
+            code.reset()
         outs = []
         for t in range(T):
             state = state_site(self, t, *state, layer_first=True)
@@ -250,7 +264,8 @@ class NTM(SiteModel):
             if self.wants("memory.matrix"):
                 memory = self.site("memory.matrix", memory, t)  # [B, N, M]
             reads = self.site("memory.read", r, t)
-            bypass = self.site("controller.output", h, t)  # the recurrence keeps the unedited h
+            # the recurrence keeps the unedited h; the site sees what enters the output layer
+            bypass = self.site("controller.output", h if code is None else code(h), t)
             if keep is not None:
                 bypass = bypass * keep
             outs.append(self.fc(torch.cat([bypass * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1)))

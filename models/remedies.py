@@ -8,10 +8,14 @@ their source and how to switch them on (`mnemoscope train` has one option per re
     bypass dropout   drop the controller/residual path into the output with probability p per
                      sequence while training (stochastic depth on the non-memory path) --
                      the architectures' `bypass_dropout` config field
+    bypass bottleneck the bypass passes through a stochastic code whose information is penalised
+                     (variational information bottleneck, Alemi et al. 2017) -- the
+                     architectures' `bypass_bottleneck` config field (beta), models/bottleneck.py
     small controller a controller too small to hold the sequence itself (Santoro et al. 2016,
                      "hamstringing" the controller) -- `controller_size`
-    curriculum       short sequences first (Graves et al. 2017 use a bandit; a linear schedule
-                     here) -- `TrainConfig(curriculum=...)`
+    curriculum       short sequences first on a linear schedule, or an Exp3.S bandit choosing
+                     the difficulty that maximises learning progress (Graves et al. 2017) --
+                     `TrainConfig(curriculum="linear" | "bandit")`, models/curriculum.py
     NTM stabilisers  constant 1e-6 memory init, gradients clipped to [-10, 10] (Collier & Beel
                      2018) -- NTM `memory_init="constant"`, `TrainConfig(clip=10)`
     DNC fixes        masked content look-up, de-allocation, link sharpness (Csordás &
@@ -56,13 +60,22 @@ REMEDIES: tuple[Remedy, ...] = (
            "with probability p per sequence the controller output / non-memory residual blocks are "
            "dropped from the output while training, so the output cannot rely on them alone",
            "--bypass-dropout P"),
+    Remedy("bypass_bottleneck", "Alemi, Fischer, Dillon & Murphy 2017, 'Deep Variational Information "
+           "Bottleneck' (ICLR)",
+           "the controller's direct path into the output (a hybrid's attention blocks) passes through a "
+           "stochastic Gaussian code whose KL to N(0, 1) is added to the loss with weight beta (I(Z;Y) - "
+           "beta I(Z;X)), so the answer must come through memory; the code's mean at evaluation",
+           "--bypass-bottleneck BETA"),
     Remedy("small_controller", "Santoro et al. 2016, 'Meta-Learning with Memory-Augmented Neural "
            "Networks' (a controller too small to hold the data itself)",
            "a controller without the capacity to keep the sequence has to write it to memory",
            "--controller-size N"),
-    Remedy("curriculum", "Graves et al. 2017, 'Automated Curriculum Learning for Neural Networks' "
-           "(a bandit there; a linear length schedule here)", "short sequences first",
-           "--curriculum [--curriculum-fraction F]"),
+    Remedy("curriculum", "Graves, Bellemare, Menick, Munos & Kavukcuoglu 2017, 'Automated Curriculum "
+           "Learning for Neural Networks' (ICML)",
+           "linear: the difficulty (copy: max_length) grows over the first part of training; bandit: "
+           "Exp3.S picks a difficulty bucket (copy: max_length, MQAR: num_pairs) every step, rewarded by "
+           "the loss decrease on it (prediction gain)",
+           "--curriculum [linear|bandit] [--curriculum-param P] [--curriculum-fraction F]"),
     Remedy("ntm_stabilisers", "Collier & Beel 2018, 'Implementing Neural Turing Machines' (ICANN)",
            "memory initialised to the constant 1e-6; every gradient element clipped to [-10, 10]. Caveat: "
            "this NTM starts from all-zero weightings, so with a constant memory every slot receives the same "
@@ -187,14 +200,16 @@ DNC_FIXES = ("masking", "deallocation", "sharpness")
 
 
 def config_remedies(config_cls: type, arch: str, *, bypass_dropout: float | None = None,
-                    controller_size: int | None = None, memory_init: str | None = None,
-                    dnc_fixes: bool = False, window: int | None = None) -> dict:
+                    bypass_bottleneck: float | None = None, controller_size: int | None = None,
+                    memory_init: str | None = None, dnc_fixes: bool = False, window: int | None = None) -> dict:
     """Model-config overrides for the remedies that are architecture fields. A remedy the
     architecture has no field for is an error naming the architectures that have one."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
     wanted: dict = {}
     if bypass_dropout is not None:
         wanted["bypass_dropout"] = float(bypass_dropout)
+    if bypass_bottleneck is not None and float(bypass_bottleneck) != 0:  # 0 is "off" (no module); < 0 the config rejects
+        wanted["bypass_bottleneck"] = float(bypass_bottleneck)
     if controller_size is not None:
         wanted["controller_size"] = int(controller_size)
     if memory_init is not None:
@@ -203,7 +218,8 @@ def config_remedies(config_cls: type, arch: str, *, bypass_dropout: float | None
         wanted.update({k: True for k in DNC_FIXES})
     if window is not None:
         wanted["window"] = int(window)
-    where = {"bypass_dropout": "ntm, dnc, sequence", "controller_size": "ntm, dnc",
+    where = {"bypass_dropout": "ntm, dnc, sequence",
+             "bypass_bottleneck": "ntm, dnc, sequence (with an attention block)", "controller_size": "ntm, dnc",
              "memory_init": "ntm", "masking": "dnc", "deallocation": "dnc", "sharpness": "dnc",
              "window": "sequence (with an attention block)"}
     for key in wanted:

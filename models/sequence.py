@@ -25,6 +25,10 @@ pattern has kind "attention" like memory's implicit attention, but declares `mem
 each sequence drops such a block's whole contribution with that probability (kept ones are scaled by
 1/(1-p)), so the network cannot lean on the bypass alone. The research on hybrids advises against
 putting attention blocks first; the order is the config's, so both can be tried.
+
+`bypass_bottleneck` (beta) passes each attention block's contribution through a variational
+information bottleneck (models/bottleneck.py) before its site: a Gaussian code whose KL the
+training loop adds to the loss, its mean at evaluation. It needs an attention block.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from . import bottleneck as vib
 from .attention import SlidingWindowAttention
 from .cuts import check_cut, gates
 from .linear_memory import LinearMemory
@@ -82,6 +87,9 @@ class SequenceConfig:
     # mlp blocks
     mlp_ratio: int = 4
     bypass_dropout: float = 0.0
+    # beta of a variational bottleneck on each attention block's contribution, the path parallel
+    # to memory (models/bottleneck.py); None or 0: none
+    bypass_bottleneck: float | None = None
     cut: str = "none"  # a path cut by construction, for control models (models/cuts.py): memory/ssm or attention blocks
 
 
@@ -149,10 +157,18 @@ class SequenceModel(SiteModel):
         if not 0.0 <= c.bypass_dropout < 1.0:
             raise ValueError(f"bypass_dropout must be in [0, 1), got {c.bypass_dropout}")
         check_cut(c.cut)
+        vib.check_beta(c.bypass_bottleneck, "SequenceConfig")
+        if vib.wanted(c.bypass_bottleneck) and "attention" not in c.blocks:
+            raise ValueError(f"bypass_bottleneck needs a path parallel to memory (an attention block); "
+                             f"blocks {list(c.blocks)!r} have none")
         self.embed = nn.Embedding(c.vocab_size, c.d_model) if c.vocab_size is not None else nn.Linear(c.input_size, c.d_model)
         self.layers = nn.ModuleList(Block(kind, self._mixer(kind), c.d_model, c.norm) for kind in c.blocks)
         self.norm_f = nn.RMSNorm(c.d_model, eps=1e-5) if c.norm == "rms" else nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.output_size)
+        if vib.wanted(c.bypass_bottleneck):
+            # keyed by block index; only the parallel-path blocks get one
+            self.bottlenecks = nn.ModuleDict({str(i): vib.VariationalBottleneck(c.d_model, c.bypass_bottleneck)
+                                              for i, kind in enumerate(c.blocks) if BLOCK_ROLES[kind] == "bypass"})
 
     def _mixer(self, kind: str) -> nn.Module:
         c = self.config
@@ -187,9 +203,15 @@ class SequenceModel(SiteModel):
         for i, block in enumerate(self.layers):
             group = "memory" if block.kind in MEMORY_BLOCKS else block.kind
             groups[group] += [f"layers.{i}.norm", f"layers.{i}.mixer"]
+            if str(i) in self._bottlenecks:
+                groups[group].append(f"bottlenecks.{i}")
         groups["embedding"] = ["embed"]
         groups["output"] = ["norm_f", "head"]
         return groups
+
+    @property
+    def _bottlenecks(self) -> nn.ModuleDict | dict:
+        return getattr(self, "bottlenecks", {})
 
     # -- helpers for analysis -------------------------------------------------------------------
     def block_sites(self, kind: str) -> list[str]:
@@ -219,8 +241,13 @@ class SequenceModel(SiteModel):
                 raise ValueError(f"expected inputs [B, T, {c.input_size}], got {tuple(x.shape)}")
             h = self.embed(x)
         mem_gate, byp_gate, _ = gates(c.cut, h.shape[1], h)
+        codes = self._bottlenecks
+        for code in codes.values():
+            code.reset()
         for i, block in enumerate(self.layers):
             r = block.mixer(block.norm(h), self.scope(f"layers.{i}"))  # [B, T, d]
+            if str(i) in codes:
+                r = codes[str(i)](r)  # the block's contribution becomes the bottleneck's code
             if self.training and c.bypass_dropout > 0 and block.kind not in MEMORY_BLOCKS:
                 keep = (torch.rand(r.shape[0], 1, 1, device=r.device) >= c.bypass_dropout).to(r.dtype)
                 r = r * keep / (1.0 - c.bypass_dropout)

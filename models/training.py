@@ -26,12 +26,19 @@ Without the decay a run sometimes found the solution and lost it again; with the
 curriculum below (fraction 0.5, batch 16, constant lr) 2 of 3 seeds settled on a memory-free
 solution and had not left it after 4000 steps.
 
-Curriculum: short sequences first. `curriculum` is None/False (train on the task as
-given), True (a `LengthCurriculum()`: `max_length` grows linearly from the task's
+Curriculum: short sequences first. `curriculum` is None/False/"none" (train on the task as
+given), True or "linear" (a `LengthCurriculum()`: `max_length` grows linearly from the task's
 `min_length` to its `max_length` over the first half of training), a `LengthCurriculum`
-with its own parameter/start/end/fraction, or any function `(step, steps) -> dict` of
-task-parameter overrides for that step (step counts from 0). The eval batch always uses
-the task as given (plus `eval_params`), never the curriculum.
+with its own parameter/start/end/fraction, "bandit" or a `BanditCurriculum` (models/
+curriculum.py: Exp3.S picks a difficulty bucket every step, rewarded by the loss decrease on
+that step's batch; each history entry lists the buckets chosen since the previous one as
+`curriculum_steps` and the policy as `curriculum_probs`), or any function `(step, steps) ->
+dict` of task-parameter overrides for that step (step counts from 0). The eval batch always
+uses the task as given (plus `eval_params`), never the curriculum.
+
+Bypass bottleneck: a model with a variational bottleneck on its bypass (the architectures'
+`bypass_bottleneck` field, models/bottleneck.py) has beta * KL added to its loss every step;
+history entries log the mean KL since the previous entry as `bottleneck_kl`.
 
 Extra loss terms: `train(..., extra_loss=fn, record=sites)` with
 `fn(model, batch, logits, trace) -> scalar tensor` adds it to the task loss each step. The
@@ -53,7 +60,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .bottleneck import VariationalBottleneck, bottleneck_penalty
 from .checkpoints import save_checkpoint
+from .curriculum import BanditCurriculum, BanditSchedule
 from .sites import Intervention, SiteModel, Trace, hooks
 from .tasks.base import Batch, Task
 
@@ -65,6 +74,7 @@ _SEED_STRIDE = 1_000_003
 DEFAULT_EVAL_SEED = 2**31 - 1
 PATH_DROPOUT_MODES = ("zero", "mean")
 PATH_DROPOUT_PER = ("sequence", "batch")
+CURRICULA = ("none", "linear", "bandit")  # the curricula a TrainConfig (and a sweep file) names
 
 
 @dataclass
@@ -127,9 +137,10 @@ class TrainConfig:
     clip: float | None = 10.0
     clip_norm: float | None = None
 
-    # -- the curriculum: None/False, True (a default LengthCurriculum), a LengthCurriculum or
-    #    a function (step, steps) -> task-parameter overrides (see the module doc).
-    curriculum: bool | LengthCurriculum | CurriculumFn | None = None
+    # -- the curriculum: None/False/"none", True/"linear" (a default LengthCurriculum),
+    #    "bandit" (a default BanditCurriculum), a LengthCurriculum, a BanditCurriculum or a
+    #    function (step, steps) -> task-parameter overrides (see the module doc).
+    curriculum: bool | str | LengthCurriculum | BanditCurriculum | CurriculumFn | None = None
 
     # -- evaluation: the task metric on one fixed batch (`eval_size` sequences drawn with
     #    `eval_seed`, the task's params plus `eval_params`) every `eval_every` steps (default
@@ -181,6 +192,8 @@ class TrainConfig:
             raise ValueError(f"path_dropout_mode must be one of {PATH_DROPOUT_MODES}, not {self.path_dropout_mode!r}")
         if self.path_dropout_per not in PATH_DROPOUT_PER:
             raise ValueError(f"path_dropout_per must be one of {PATH_DROPOUT_PER}, not {self.path_dropout_per!r}")
+        if isinstance(self.curriculum, str) and self.curriculum not in CURRICULA:
+            raise ValueError(f"curriculum must be one of {CURRICULA} (or an object), not {self.curriculum!r}")
 
 
 @dataclass
@@ -265,8 +278,10 @@ class _Window:
 
     task_loss: float = 0.0
     extra_loss: float = 0.0
+    bottleneck_kl: float = 0.0
     grad_norm: float = 0.0
     n: int = 0
+    curriculum_steps: list = field(default_factory=list)  # the bandit's bucket at each step
 
     def mean(self, name: str) -> float | None:
         return getattr(self, name) / self.n if self.n else None
@@ -284,7 +299,14 @@ class _Run:
         self.device = resolve_device(config.device)
         self.out = Path(config.out_dir) if config.out_dir is not None else None
         self.eval_every = max(1, config.steps // 20) if config.eval_every is None else int(config.eval_every)
-        self.schedule = _curriculum_fn(config.curriculum, task)
+        self.bandit: BanditSchedule | None = None
+        if config.curriculum == "bandit" or isinstance(config.curriculum, BanditCurriculum):
+            chosen = config.curriculum if isinstance(config.curriculum, BanditCurriculum) else BanditCurriculum()
+            self.bandit = chosen.start(task.params, config.steps, config.seed)
+            self.schedule = lambda step, steps: self.bandit.overrides(step)
+        else:
+            self.schedule = _curriculum_fn(config.curriculum, task)
+        self.has_bottleneck = any(isinstance(m, VariationalBottleneck) for m in model.modules())
         self.metric_name = task.metric_name or "metric"
 
         # the order below (seed, move, optimiser, eval batch) is what makes a config's weights
@@ -339,6 +361,9 @@ class _Run:
         if self.extra_loss is not None:
             extra_value = self.extra_loss(self.model, batch, logits, trace)
             loss = loss + extra_value
+        bottleneck = bottleneck_penalty(self.model) if self.has_bottleneck else None
+        if bottleneck is not None:
+            loss = loss + bottleneck[0]  # beta * KL: the information the bypass code carries costs
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; try a lower lr or clipping")
         self.opt.zero_grad(set_to_none=True)
@@ -350,12 +375,28 @@ class _Run:
         self.opt.step()
         if self.lr_schedule is not None:
             self.lr_schedule.step()
+        if self.bandit is not None:
+            self.bandit.feedback(task_loss.item() - self.loss_after_step(task, batch, dropped))
 
         w = self.window
         w.task_loss += task_loss.item()
         w.extra_loss += extra_value.item() if extra_value is not None else 0.0
+        w.bottleneck_kl += bottleneck[1].item() if bottleneck is not None else 0.0
+        if self.bandit is not None:
+            w.curriculum_steps.append(overrides[self.bandit.param])
         w.grad_norm += float(grad_norm)
         w.n += 1
+
+    @torch.no_grad()
+    def loss_after_step(self, task: Task, batch: Batch, dropped: list[Intervention]) -> float:
+        """The task loss on the step's batch after the update, measured as the step measured it
+        (training mode, the same path dropout): the bandit's learning progress is the drop."""
+        if dropped:
+            with hooks(self.model, interventions=dropped):
+                logits = self.model(batch.inputs)
+        else:
+            logits = self.model(batch.inputs)
+        return float(task.loss(logits, batch))
 
     def path_dropout(self, B: int) -> list[Intervention]:
         """This step's removals: one uniform draw per sequence (or one per batch) picks at
@@ -379,11 +420,16 @@ class _Run:
         entry: dict[str, Any] = {"step": step, "train_loss": self.window.mean("task_loss")}
         if self.extra_loss is not None:
             entry["extra_loss"] = self.window.mean("extra_loss")
+        if self.has_bottleneck:
+            entry["bottleneck_kl"] = self.window.mean("bottleneck_kl")
         entry["grad_norm"] = self.window.mean("grad_norm")
         entry["lr"] = self.opt.param_groups[0]["lr"]
         entry.update(_evaluate(self.model, self.eval_task, self.eval_batch, self.metric_name))
         if overrides:
             entry["curriculum"] = dict(overrides)
+        if self.bandit is not None:
+            entry["curriculum_steps"] = list(self.window.curriculum_steps)
+            entry["curriculum_probs"] = self.bandit.probabilities()
         entry["seconds"] = time.perf_counter() - self.start
         self.window = _Window()
         self.history.append(entry)
@@ -486,9 +532,9 @@ def _with_params(task: Task, overrides: dict) -> Task:
 
 
 def _curriculum_fn(curriculum, task: Task) -> CurriculumFn | None:
-    if curriculum is None or curriculum is False:
+    if curriculum is None or curriculum is False or curriculum == "none":
         return None
-    if curriculum is True:
+    if curriculum is True or curriculum == "linear":
         curriculum = LengthCurriculum()
     if isinstance(curriculum, LengthCurriculum):
         c = curriculum
@@ -496,7 +542,8 @@ def _curriculum_fn(curriculum, task: Task) -> CurriculumFn | None:
         return lambda step, steps: c.overrides(step, steps, task.params)
     if callable(curriculum):
         return curriculum
-    raise TypeError(f"curriculum must be None, a bool, a LengthCurriculum or a function; got {curriculum!r}")
+    raise TypeError(f"curriculum must be None, a bool, one of {CURRICULA}, a LengthCurriculum, a BanditCurriculum "
+                    f"or a function; got {curriculum!r}")
 
 
 def _make_optimizer(name: str, params, lr: float, momentum: float) -> torch.optim.Optimizer:
@@ -509,7 +556,7 @@ def _make_optimizer(name: str, params, lr: float, momentum: float) -> torch.opti
 
 
 def _describe(obj) -> Any:
-    if obj is None or isinstance(obj, bool):
+    if obj is None or isinstance(obj, (bool, str)):
         return obj
     if dataclasses.is_dataclass(obj):
         return {"type": type(obj).__name__, **dataclasses.asdict(obj)}
@@ -535,4 +582,4 @@ def _progress_bar(steps: int, progress: bool):
     return tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, leave=True)
 
 
-__all__ = ["LengthCurriculum", "TrainConfig", "TrainResult", "resolve_device", "train"]
+__all__ = ["LengthCurriculum", "BanditCurriculum", "CURRICULA", "TrainConfig", "TrainResult", "resolve_device", "train"]

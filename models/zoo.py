@@ -67,6 +67,7 @@ class Recipe:
             derived["vocab_size"] = task.vocab_size
         r = self.remedies
         fixes = config_remedies(cls.Config, self.arch, bypass_dropout=r.get("bypass_dropout"),
+                                bypass_bottleneck=r.get("bypass_bottleneck"),
                                 controller_size=r.get("controller_size"), memory_init=r.get("memory_init"),
                                 dnc_fixes=bool(r.get("dnc_fixes")), window=r.get("window"))
         clash = sorted(k for k in fixes if k in self.config)
@@ -83,7 +84,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-_KNOWN_REMEDIES = {"bypass_dropout", "controller_size", "memory_init", "dnc_fixes", "window",
+_KNOWN_REMEDIES = {"bypass_dropout", "bypass_bottleneck", "controller_size", "memory_init", "dnc_fixes", "window",
                    "reconstruction_loss", "reconstruction_horizon"}
 
 # -- the recipes ----------------------------------------------------------------------------------

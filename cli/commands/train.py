@@ -55,13 +55,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=10.0,
                    help="clip each gradient element to [-C, C]; 0 turns it off; default 10")
     p.add_argument("--clip-norm", type=float, default=None, help="also clip the global gradient norm")
-    p.add_argument("--curriculum", action=argparse.BooleanOptionalAction, default=False,
-                   help="short sequences first: max_length grows linearly from min_length over the "
-                        "first --curriculum-fraction of training (default off: on copy it let the "
-                        "controller settle on a memory-free solution more often than it helped)")
-    p.add_argument("--curriculum-param", default="max_length",
-                   help="the task parameter the curriculum grows; default max_length")
-    p.add_argument("--curriculum-fraction", type=float, default=0.5, help="default 0.5")
+    p.add_argument("--curriculum", nargs="?", choices=("linear", "bandit"), const="linear", default=None,
+                   help="linear (bare --curriculum): short sequences first, max_length grows linearly from "
+                        "min_length over the first --curriculum-fraction of training; bandit: Exp3.S picks "
+                        "the difficulty (copy: max_length, mqar: num_pairs) that maximises learning progress "
+                        "every step (Graves et al. 2017). Default off: on copy the linear schedule let the "
+                        "controller settle on a memory-free solution more often than it helped")
+    p.add_argument("--no-curriculum", dest="curriculum", action="store_const", const=None,
+                   help="no curriculum (the default)")
+    p.add_argument("--curriculum-param", default=None,
+                   help="the task parameter the curriculum varies; default max_length (bandit: max_length, "
+                        "else num_pairs, max_items or max_repeats, the first the task has)")
+    p.add_argument("--curriculum-fraction", type=float, default=0.5,
+                   help="linear: the share of training the schedule takes; default 0.5")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="write step-000K.safetensors every K steps (final.safetensors is always written)")
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every this many steps")
@@ -84,6 +90,11 @@ def add_remedy_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bypass-dropout", type=float, default=None, metavar="P",
                    help="drop the controller/non-memory path into the output with probability P per "
                         "sequence while training (stochastic depth on the bypass); ntm, dnc, sequence")
+    g.add_argument("--bypass-bottleneck", type=float, default=None, metavar="BETA",
+                   help="variational information bottleneck on the bypass (Alemi et al. 2017): the "
+                        "controller's / attention blocks' path into the output passes through a Gaussian code "
+                        "whose KL to N(0, 1) is added to the loss with weight BETA (logged as bottleneck_kl; "
+                        "the code's mean at evaluation); ntm, dnc, sequence with an attention block")
     g.add_argument("--controller-size", type=int, default=None, metavar="N",
                    help="controller width; a small one cannot hold the sequence itself (Santoro et al. 2016)")
     g.add_argument("--memory-init", choices=("constant", "learned", "random"), default=None,
@@ -106,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mnemoscope.models.registry import architecture
     from mnemoscope.models.tasks import make_task
-    from mnemoscope.models.training import LengthCurriculum, TrainConfig, resolve_device, train
+    from mnemoscope.models.training import TrainConfig, resolve_device, train
 
     try:
         resolve_device(args.device)
@@ -144,11 +155,7 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CLIError(f"cannot build {args.arch!r} with {config}: {exc}") from exc
 
-    curriculum = args.curriculum
-    if curriculum and not hasattr(task.params, args.curriculum_param):
-        raise CLIError(f"--curriculum: task {args.task!r} has no parameter {args.curriculum_param!r}; "
-                       f"it has {[f.name for f in dataclasses.fields(task.params)]}")
-    schedule = LengthCurriculum(param=args.curriculum_param, fraction=args.curriculum_fraction) if curriculum else None
+    schedule = curriculum_schedule(args, task)
     lr = args.lr if args.lr is not None else (3e-3 if args.optimizer == "adam" else 1e-4)
     extra_loss, record = remedy_loss(args, model, task)
     out = args.out or Path("runs") / f"{args.arch}-{args.task}-seed{args.seed}"
@@ -182,12 +189,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def curriculum_schedule(args: argparse.Namespace, task):
+    """The TrainConfig curriculum that --curriculum asks for (None without it)."""
+    from mnemoscope.models.curriculum import BanditCurriculum
+    from mnemoscope.models.training import LengthCurriculum
+
+    if args.curriculum == "bandit":
+        schedule = BanditCurriculum(param=args.curriculum_param)
+        try:
+            schedule.resolve(task.params)  # fail now, naming the task's parameters
+        except ValueError as exc:
+            raise CLIError(f"--curriculum bandit: {exc}") from exc
+        return schedule
+    if args.curriculum == "linear":
+        param = args.curriculum_param or "max_length"
+        if not hasattr(task.params, param):
+            raise CLIError(f"--curriculum: task {args.task!r} has no parameter {param!r}; "
+                           f"it has {[f.name for f in dataclasses.fields(task.params)]}")
+        return LengthCurriculum(param=param, fraction=args.curriculum_fraction)
+    return None
+
+
 def remedy_config(args: argparse.Namespace, cls: type, given: dict) -> dict:
     """Config fields set by the remedy options; a clash with --model-param is an error."""
     from mnemoscope.models.remedies import config_remedies
 
     try:
         wanted = config_remedies(cls.Config, args.arch, bypass_dropout=getattr(args, "bypass_dropout", None),
+                                 bypass_bottleneck=getattr(args, "bypass_bottleneck", None),
                                  controller_size=getattr(args, "controller_size", None),
                                  memory_init=getattr(args, "memory_init", None),
                                  dnc_fixes=getattr(args, "dnc_fixes", False), window=getattr(args, "window", None))
