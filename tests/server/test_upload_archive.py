@@ -101,10 +101,11 @@ def saved(request, tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
 def test_archive_upload_stores_a_checkpoint_equal_to_transformers(client, root, saved, fmt):
     model_type, folder, ids, ref = saved
-    if fmt == "zip":  # the folder itself archived, as `zip -r tiny.zip tiny/` does
-        data, name = zip_bytes(folder_entries(folder, prefix=f"{folder.name}/")), f"{folder.name}.zip"
-    else:  # the files at the archive's root
-        data, name = tar_bytes(folder_entries(folder)), f"{folder.name}.tar.gz"
+    if fmt == "zip":  # the folder itself archived, as `zip -r tiny.zip tiny/` does (its entry first)
+        entries = [(f"{folder.name}/", b""), *folder_entries(folder, prefix=f"{folder.name}/")]
+        data, name = zip_bytes(entries), f"{folder.name}.zip"
+    else:  # the files at the archive's root, as `tar czf tiny.tar.gz -C tiny .` does
+        data, name = tar_bytes([(directory("."), b""), *folder_entries(folder, prefix="./")]), f"{folder.name}.tar.gz"
     response = upload(client, data, name)
     assert response.status_code == 201, response.text
     record = response.json()
@@ -159,6 +160,12 @@ def with_config(good: dict[str, bytes], **changes) -> dict[str, bytes]:
     config = json.loads(good["config.json"])
     config.update(changes)
     return {**good, "config.json": json.dumps(config).encode()}
+
+
+def directory(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
 
 
 def symlink(name: str, target: str) -> tarfile.TarInfo:
