@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     archive_max_unpacked_bytes: int = Field(4 * GiB, ge=1, description="most bytes an uploaded archive may unpack to, all members together")
     archive_max_ratio: float = Field(100.0, ge=1, description="most unpacked bytes per archive byte (a compression bomb's ratio is far higher; "
                                                              "weights barely compress)")
+    upload_max_layers: int = Field(256, ge=1, description="most decoder layers the config of an uploaded Hugging Face "
+                                                         "folder may declare (the deepest memory models have about 120)")
     worker_recycle_mb: int = Field(64, ge=1, description="a worker whose memory grew this much since it started is replaced after its call or job")
 
     # where job workers run the model

@@ -203,14 +203,14 @@ def sandboxed_archive_converter(sandbox: Sandbox, settings: Settings) -> Callabl
     archive into `work_dir` (under the archive limits), imports the Hugging Face folder in it and writes
     the checkpoint to `out`, then validates it (services/hf_archive.py)."""
     return partial(_convert_in_sandbox, sandbox, settings.upload_timeout_s, settings.worker_memory_mb,
-                   ArchiveLimits.from_settings(settings))
+                   ArchiveLimits.from_settings(settings), settings.upload_max_layers)
 
 
-def _convert_in_sandbox(sandbox: Sandbox, timeout_s: float, memory_mb: int, limits: ArchiveLimits, archive: Path,
-                        fmt: str, work_dir: Path, out: Path, display: str, sha256: str) -> dict:
+def _convert_in_sandbox(sandbox: Sandbox, timeout_s: float, memory_mb: int, limits: ArchiveLimits, max_layers: int,
+                        archive: Path, fmt: str, work_dir: Path, out: Path, display: str, sha256: str) -> dict:
     return _call(sandbox, "import_archive", timeout_s, memory_mb, {
         "archive": str(archive), "fmt": fmt, "work_dir": str(work_dir), "out": str(out), "display": display,
-        "sha256": sha256, "limits": limits.as_dict(), "memory_mb": memory_mb})
+        "sha256": sha256, "limits": limits.as_dict(), "memory_mb": memory_mb, "max_layers": max_layers})
 
 
 def _call(sandbox: Sandbox, op: str, timeout_s: float, memory_mb: int, arguments: dict) -> dict:

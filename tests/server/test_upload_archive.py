@@ -234,6 +234,8 @@ BAD = {
                   ["no config.json", "a/model.safetensors"]),
     "unknown-model-type": (lambda g: zip_bytes(list(with_config(g, model_type="llama").items())), "m.zip", 422,
                            ["model_type 'llama' is not supported", "mamba2"]),
+    "layers-100000": (lambda g: zip_bytes(list(with_config(g, num_hidden_layers=100_000).items())), "m.zip", 422,
+                      ["num_hidden_layers 100000", "upload_max_layers", "Nothing was built"]),
     "hidden-size-1000000": (lambda g: zip_bytes(list(with_config(g, hidden_size=1_000_000).items())), "m.zip", 422,
                             ["hidden_size 1000000", "worker_memory_mb", "No weight was loaded"]),
 }
