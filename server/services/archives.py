@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
+from mnemoscope.models.files import sniff_format
+
 from ..errors import Invalid, TooLarge
 
 HEAD_BYTES = 512  # the first bytes an upload keeps for telling formats apart: tar's magic sits at 257
@@ -51,7 +53,10 @@ def archive_format(head: bytes, filename: str) -> str | None:
     """"zip", "tar" or "tar.gz" when an upload is an archive, from its magic bytes and name; else None.
 
     gzip and tar are told by their bytes alone. A zip is an archive only when its name says so:
-    PyTorch's own checkpoints are zips too (`.pt`), and they go to the checkpoint loader."""
+    PyTorch's own checkpoints are zips too (`.pt`), and they go to the checkpoint loader. safetensors
+    bytes are never an archive, whatever their header's length happens to begin with (0x8b1f...)."""
+    if sniff_format(head) == "safetensors":
+        return None
     name = filename.lower()
     if head[:2] == GZIP_MAGIC:
         return "tar.gz"

@@ -292,4 +292,5 @@ def test_archives_are_told_by_their_bytes_and_a_zip_by_its_name():
     zipped = zip_bytes([("config.json", b"{}")])
     assert archive_format(zipped[:512], "model.ZIP") == "zip"
     assert archive_format(zipped[:512], "model.pt") is None  # PyTorch's own zip format: the checkpoint loader's
-    assert archive_format(b"\x10\0\0\0\0\0\0\0{", "model.zip") is None  # safetensors bytes are not an archive
+    # safetensors bytes are not an archive, even when their header's length begins like gzip's magic
+    assert archive_format(b"\x1f\x8b\0\0\0\0\0\0{" + b" " * 503, "model.tar.gz") is None
