@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     upload_timeout_s: float = Field(120.0, gt=0, description="validating one uploaded file may take this long (in a sandbox process)")
     worker_memory_mb: int = Field(4096, ge=256, description="memory limit (RLIMIT_DATA) of each job worker and sandbox process; "
                                                            "loading a checkpoint takes about twice its size")
+    # uploaded archives (a Hugging Face save_pretrained folder as .zip / .tar / .tar.gz): checked
+    # member by member before anything is unpacked, and counted again while unpacking
+    archive_max_members: int = Field(1000, ge=1, description="most files and folders an uploaded archive may hold")
+    archive_max_member_bytes: int = Field(2 * GiB, ge=1, description="largest unpacked file in an uploaded archive")
+    archive_max_unpacked_bytes: int = Field(4 * GiB, ge=1, description="most bytes an uploaded archive may unpack to, all members together")
+    archive_max_ratio: float = Field(100.0, ge=1, description="most unpacked bytes per archive byte (a compression bomb's ratio is far higher; "
+                                                             "weights barely compress)")
+    upload_max_layers: int = Field(256, ge=1, description="most decoder layers the config of an uploaded Hugging Face "
+                                                         "folder may declare (the deepest memory models have about 120)")
     worker_recycle_mb: int = Field(64, ge=1, description="a worker whose memory grew this much since it started is replaced after its call or job")
 
     # where job workers run the model

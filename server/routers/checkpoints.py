@@ -13,7 +13,7 @@ from ..schemas import CheckpointOut, SiteOut, TraceOut, TraceRequest
 from ..services import checkpoints as service
 from ..services import jobs as job_service
 from ..services.trace import trace_in_sandbox
-from ..services.uploads import sandboxed_validator
+from ..services.uploads import sandboxed_archive_converter, sandboxed_validator
 from . import errors
 
 log = logging.getLogger("mnemoscope.server")
@@ -30,7 +30,8 @@ _UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {"file": {
                         "type": "string", "format": "binary",
-                        "description": "a mnemoscope .safetensors checkpoint, a mnemoscope .pt dict, or a pytorch-ntm state dict",
+                        "description": "a mnemoscope .safetensors checkpoint, a mnemoscope .pt dict, a pytorch-ntm "
+                                       "state dict, or a Hugging Face save_pretrained folder as .zip, .tar or .tar.gz",
                     }},
                 },
             },
@@ -49,7 +50,11 @@ _UPLOAD_BODY = {
         "(no pickle code ever runs) in a sandbox process under the worker memory limit, and stores it under "
         "its sha256. 201 when stored; 200 with the same "
         "record when these exact bytes were uploaded before (the id is derived from the bytes). A pytorch-ntm "
-        "state dict is recognised by its keys and imported."
+        "state dict is recognised by its keys and imported. A `.zip`, `.tar` or `.tar.gz` of a Hugging Face "
+        "save_pretrained folder (config.json and safetensors weights, at the root or in one top folder) is "
+        "checked member by member before anything is unpacked (names, types, count and sizes; the archive_max_* "
+        "limits), its config sized on the meta device before any weight is loaded, and imported in the sandbox "
+        "as `mnemoscope import hf` does; the converted checkpoint is stored under its own hash."
     ),
     responses={200: {"model": CheckpointOut, "description": "these bytes were already stored"},
                **errors(401, 413, 415, 422, 503)},
@@ -58,7 +63,8 @@ _UPLOAD_BODY = {
 async def upload_checkpoint(request: Request, response: Response, store: StoreDep, settings: SettingsDep,
                             jobs: JobsDep, sandbox: SandboxDep, _: AuthDep) -> dict:
     validator = sandboxed_validator(sandbox, settings.upload_timeout_s, settings.worker_memory_mb)
-    record, created = await service.ingest(request, store, settings.max_upload_bytes, validator)
+    converter = sandboxed_archive_converter(sandbox, settings)
+    record, created = await service.ingest(request, store, settings.max_upload_bytes, validator, converter)
     response.status_code = 201 if created else 200
     if created and settings.auto_analyze:  # the verdict without a click (a stored result is reused)
         try:

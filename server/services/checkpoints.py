@@ -1,7 +1,13 @@
-"""Checkpoint uploads: receive, validate with the safe loader, store content-addressed."""
+"""Checkpoint uploads: receive, validate with the safe loader, store content-addressed.
+
+An upload that is an archive (`archives.archive_format`: a .zip, .tar or .tar.gz of a Hugging Face
+save_pretrained folder) is converted in a sandbox process into one checkpoint file, stored under
+that file's hash; the archive itself is not kept."""
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -11,10 +17,11 @@ from starlette.requests import Request
 from mnemoscope.models.checkpoints import CheckpointError, load_checkpoint
 from mnemoscope.models.files import format_from_name, sniff_format
 
-from ..errors import Invalid, NotFound
+from ..errors import Invalid, NotFound, UnsupportedMedia
 from ..store import Store, now
+from .archives import archive_format, archive_stem
 from .serialize import to_jsonable
-from .uploads import receive_upload, sanitize_name
+from .uploads import BATCH_BYTES, ReceivedFile, receive_upload, sanitize_name
 
 ID_LENGTH = 16  # hex digits of the sha256: the id is the content's name
 
@@ -66,13 +73,20 @@ def validate(path: Path, display: str) -> dict:
 
 
 async def ingest(request: Request, store: Store, cap: int,
-                 validate_file: Callable[[Path, str], dict] = validate) -> tuple[dict, bool]:
+                 validate_file: Callable[[Path, str], dict] = validate,
+                 convert_archive: Callable[..., dict] | None = None) -> tuple[dict, bool]:
     """Stream, validate and store one upload. Returns (record, created). Nothing stays in
     the store (not even a temp file) unless the checkpoint is valid. The server validates
-    in a sandbox process (`validate_file`), never in its own."""
+    in a sandbox process (`validate_file`), never in its own, and converts archives there
+    too (`convert_archive`, see uploads.sandboxed_archive_converter)."""
     received = await receive_upload(request, store.new_tmp_path(".part"), cap)
     staged = received.path
     try:
+        fmt = archive_format(received.head, received.filename)
+        if fmt is not None:
+            if convert_archive is None:
+                raise UnsupportedMedia(f"{received.filename}: a {fmt} archive; this endpoint takes checkpoint files")
+            return await _ingest_archive(received, fmt, store, convert_archive)
         existing = store.get_checkpoint_by_sha(received.sha256)
         if existing is not None:
             return existing, False
@@ -86,6 +100,47 @@ async def ingest(request: Request, store: Store, cap: int,
     finally:
         received.path.unlink(missing_ok=True)
         staged.unlink(missing_ok=True)
+
+
+async def _ingest_archive(received: ReceivedFile, fmt: str, store: Store,
+                          convert_archive: Callable[..., dict]) -> tuple[dict, bool]:
+    """Convert an uploaded archive into a checkpoint and store that. The same archive bytes
+    uploaded again give the stored record (200) without converting again."""
+    existing = _stored_from_archive(store, received.sha256)
+    if existing is not None:
+        return existing, False
+    work_dir = store.new_tmp_path(".unpacked")  # the sandbox unpacks here and nowhere else
+    out = store.new_tmp_path(".safetensors")
+    try:
+        work_dir.mkdir()
+        info = await run_in_threadpool(convert_archive, received.path, fmt, work_dir, out, received.filename,
+                                       received.sha256)
+        sha256 = await run_in_threadpool(_file_sha256, out)
+        existing = store.get_checkpoint_by_sha(sha256)
+        if existing is not None:
+            return existing, False
+        filename = f"{sanitize_name(archive_stem(received.filename))}.safetensors"  # what the download holds
+        record = new_record(sha256, ".safetensors", "safetensors", filename, out.stat().st_size, info)
+        return await run_in_threadpool(store.add_checkpoint, out, record)
+    finally:
+        await run_in_threadpool(shutil.rmtree, work_dir, True)
+        out.unlink(missing_ok=True)
+
+
+def _stored_from_archive(store: Store, archive_sha256: str) -> dict | None:
+    for record in store.list_checkpoints():
+        archive = (record.get("extra") or {}).get("archive")
+        if isinstance(archive, dict) and archive.get("sha256") == archive_sha256:
+            return record
+    return None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(BATCH_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def new_record(sha256: str, suffix: str, fmt: str, filename: str, size_bytes: int, info: dict) -> dict:

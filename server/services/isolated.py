@@ -3,7 +3,8 @@ arguments and returns its answer as JSON bytes, so the API process only passes b
 
 `trace` calls the trace service as the API process used to, on the one checkpoint the
 request is about; the models it loads stay cached in this process (at most
-`cache_models` of them). `validate` checks an uploaded file with the safe loader.
+`cache_models` of them). `validate` checks an uploaded file with the safe loader;
+`import_archive` makes an uploaded Hugging Face archive into a checkpoint (services/hf_archive.py).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoints import validate as validate_file
+from .hf_archive import convert_archive
 from .models import ModelCache
 from .trace import trace as trace_service
 
@@ -53,4 +55,8 @@ def validate(path: str, display: str) -> bytes:
     return to_json_bytes(validate_file(Path(path), display))
 
 
-HANDLERS = {"trace": trace, "validate": validate}
+def import_archive(**request: Any) -> bytes:
+    return to_json_bytes(convert_archive(**request))
+
+
+HANDLERS = {"trace": trace, "validate": validate, "import_archive": import_archive}

@@ -25,6 +25,8 @@ from starlette.requests import Request
 
 from ..errors import Invalid, TooLarge, UnsupportedMedia
 from ..sandbox import AnswerTooLarge, CallTimeout, OutOfMemory, Sandbox, WorkerDied
+from ..settings import Settings
+from .archives import HEAD_BYTES, ArchiveLimits
 
 FIELD = "file"
 BATCH_BYTES = 1 << 20
@@ -38,7 +40,7 @@ class ReceivedFile:
     filename: str  # sanitised client file name, for display only
     size: int
     sha256: str
-    head: bytes  # the first bytes, to tell safetensors from PyTorch files
+    head: bytes  # the first HEAD_BYTES bytes, to tell safetensors, PyTorch files and archives apart
 
 
 def sanitize_name(raw: str | None, fallback: str = "checkpoint", limit: int = 120) -> str:
@@ -109,8 +111,8 @@ class _Sink:
         self.size += len(chunk)
         if self.size > self.cap:
             raise TooLarge(f"the file is larger than this server's upload limit of {self.cap} bytes")
-        if len(self.head) < 16:
-            self.head += chunk[: 16 - len(self.head)]
+        if len(self.head) < HEAD_BYTES:
+            self.head += chunk[: HEAD_BYTES - len(self.head)]
         self.hash.update(chunk)
         self.file.write(chunk)
 
@@ -193,9 +195,29 @@ def sandboxed_validator(sandbox: Sandbox, timeout_s: float, memory_mb: int) -> C
 
 
 def _validate_in_sandbox(sandbox: Sandbox, timeout_s: float, memory_mb: int, path: Path, display: str) -> dict:
+    return _call(sandbox, "validate", timeout_s, memory_mb, {"path": str(path), "display": display})
+
+
+def sandboxed_archive_converter(sandbox: Sandbox, settings: Settings) -> Callable[..., dict]:
+    """`convert(archive, fmt, work_dir, out, display, sha256) -> info`: a sandbox process unpacks the
+    archive into `work_dir` (under the archive limits), imports the Hugging Face folder in it and writes
+    the checkpoint to `out`, then validates it (services/hf_archive.py)."""
+    return partial(_convert_in_sandbox, sandbox, settings.upload_timeout_s, settings.worker_memory_mb,
+                   ArchiveLimits.from_settings(settings), settings.upload_max_layers)
+
+
+def _convert_in_sandbox(sandbox: Sandbox, timeout_s: float, memory_mb: int, limits: ArchiveLimits, max_layers: int,
+                        archive: Path, fmt: str, work_dir: Path, out: Path, display: str, sha256: str) -> dict:
+    return _call(sandbox, "import_archive", timeout_s, memory_mb, {
+        "archive": str(archive), "fmt": fmt, "work_dir": str(work_dir), "out": str(out), "display": display,
+        "sha256": sha256, "limits": limits.as_dict(), "memory_mb": memory_mb, "max_layers": max_layers})
+
+
+def _call(sandbox: Sandbox, op: str, timeout_s: float, memory_mb: int, arguments: dict) -> dict:
+    """One sandbox call on an uploaded file (`arguments["display"]`: its name); its failures as 422s naming it."""
+    display = arguments["display"]
     try:
-        answer = sandbox.call("validate", timeout_s=timeout_s, max_bytes=VALIDATION_ANSWER_BYTES,
-                              path=str(path), display=display)
+        answer = sandbox.call(op, timeout_s=timeout_s, max_bytes=VALIDATION_ANSWER_BYTES, **arguments)
     except OutOfMemory as exc:
         raise Invalid(f"{display}: loading this checkpoint needs more memory than this server gives one file "
                       f"(worker_memory_mb = {memory_mb}); its config or tensors are larger than it can hold") from exc

@@ -8,6 +8,7 @@ import pytest
 from starlette.requests import Request
 
 from mnemoscope.server.errors import Invalid, TooLarge
+from mnemoscope.server.services.archives import HEAD_BYTES
 from mnemoscope.server.services.uploads import BATCH_BYTES, MULTIPART_SLACK, receive_upload, sanitize_name
 
 BOUNDARY = b"----mnemoscope-test"
@@ -61,7 +62,7 @@ def test_receives_and_hashes(tmp_path):
     data = bytes(range(256)) * 1000
     got, _ = _receive([_head(), data[:1000], data[1000:], TAIL], tmp_path, cap=len(data))
     assert got.size == len(data) and got.sha256 == hashlib.sha256(data).hexdigest()
-    assert got.path.read_bytes() == data and got.filename == "m.safetensors" and got.head == data[:16]
+    assert got.path.read_bytes() == data and got.filename == "m.safetensors" and got.head == data[:HEAD_BYTES]
 
 
 def test_the_cap_stops_reading_early(tmp_path):
