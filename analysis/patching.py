@@ -41,6 +41,15 @@ run), and for causal models -- checked on the base run, not assumed -- the batch
 stops after the last scored step, and patches later than it are not run either (they
 cannot reach a scored output). Skipped variants get the base run's score. `patch_sweep_naive` is the one-forward-per-patch loop
 (as TransformerLens's generic patching), kept for the equality test and the benchmark.
+
+Prefix reuse (recurrent models with the site contract's resume API: NTM, DNC, LSTM, stacks of
+linear memory and MLPs): a patch at t cannot change steps before t, so the base run is
+computed once, step by step, keeping the state entering each step, and each patched run
+resumes at its own t from there (analysis/prefix.py): about half the row-steps of full
+passes. Used automatically when the model supports it and every swept site has a fixed
+shape (an attention pattern over all earlier keys is not a step's value); `prefix_reuse=False`
+forces full passes. The step-by-step base run must reproduce the forward pass's outputs
+(checked, else full passes are used), so results equal the full sweep's within float rounding.
 """
 from __future__ import annotations
 
@@ -53,6 +62,7 @@ from torch import Tensor
 from ..models.sites import Intervention, SiteModel
 from ..models.tasks.base import PatchPair, Task
 from .ablation import fit
+from .prefix import base_run, resumed_runs
 from .results import Result, jsonable
 from .runs import Progress, forward, report, rows_per_chunk, sub_progress, tile
 from .sites import bypass_sites, check_compatible, check_sites, element_mask, evaluating, memory_sites, specs
@@ -375,7 +385,8 @@ def _aligned(st: _Setup, lift: Tensor, gap_pairs: Tensor, cell_of: dict, anchor:
 
 def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] | None = None, *,
                 direction: Direction = "denoise", per_element: str | None = None,
-                memory_budget_mb: float = 512, progress: Progress | None = None) -> PatchingResult:
+                memory_budget_mb: float = 512, progress: Progress | None = None,
+                prefix_reuse: bool | None = None) -> PatchingResult:
     """The [site, timestep] (or [site, timestep, element]) matrix of normalised recovery,
     every variant a block of rows of one batched forward pass per chunk. Without
     per_element also each site patched at every step at once (`all_steps`), a 95%
@@ -384,6 +395,8 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
 
     sites: names or globs; default every memory-path site plus the bypass sites.
     per_element: an axis name ("head", "slot", ...) to patch its elements one at a time.
+    prefix_reuse: None resumes patched runs from the base run's states where the model
+        allows it (see the module doc), False always runs full passes, True requires resuming.
     """
     report(progress, 0.0)
     with evaluating(model):
@@ -391,8 +404,11 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
         report(progress, 0.05)
         base = st.corr_pairs if direction == "denoise" else st.clean_pairs
         raw = base[None].repeat(len(st.variants), 1)  # [V, B] per-pair sums; skipped variants keep the base's
-        steps = _causal_horizon(model, st)
+        resume = _resume_plan(model, st, prefix_reuse)
+        steps = resume[0] if resume else _causal_horizon(model, st)
         todo = [v for v, (i, t, e) in enumerate(st.variants) if t < steps and not _is_noop(st, i, t, e)]
+        if resume:  # blocks in the order they join the resumed runs (an all-steps patch from step 0)
+            todo.sort(key=lambda v: max(st.variants[v][1], 0))
         inputs = st.base_inputs[:, :steps]
         per_chunk = rows_per_chunk(specs(model), steps, st.B, memory_budget_mb)
         chunks = [todo[k:k + per_chunk] for k in range(0, len(todo), per_chunk)]
@@ -404,11 +420,38 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
                     plan.setdefault(i, {}).setdefault(step, []).append((j * st.B, e))
             ivs = [Intervention(st.sites[i], _patcher(st.source[st.sites[i]], by_t, st.axis_pos[i], st.B))
                    for i, by_t in plan.items()]
-            logits, _ = forward(model, tile(inputs, len(chunk)), (), ivs)
+            if resume:
+                starts = [max(st.variants[v][1], 0) for v in chunk]
+                logits = resumed_runs(model, inputs, resume[1], st.base_logits, starts, steps, ivs)
+            else:
+                logits, _ = forward(model, tile(inputs, len(chunk)), (), ivs)
             raw[chunk] = st.scorer.per_pair(logits)
             report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
     report(progress, 1.0)
     return _finish(st, raw, direction, per_element, skipped=len(st.variants) - len(todo))
+
+
+def _resume_plan(model: SiteModel, st: _Setup, prefix_reuse: bool | None):
+    """(steps, base states) for prefix reuse, or None for full passes. A resumed model is causal
+    by construction (step s sees steps <= s), so the runs stop after the last scored step; the
+    base run, computed step by step up to there, must reproduce the forward pass's outputs."""
+    if prefix_reuse is False:
+        return None
+    all_specs = specs(model)
+    growing = [n for n in st.sites if None in all_specs[n].shape]
+    why = ("the model has no resume API" if not model.supports_resume else
+           f"site(s) {growing} span every earlier step" if growing else "")
+    if why:
+        if prefix_reuse:
+            raise ValueError(f"prefix reuse is not possible here: {why}")
+        return None
+    steps = st.scorer.last_step + 1
+    logits, states = base_run(model, st.base_inputs, steps)
+    if torch.allclose(logits, st.base_logits[:, :steps], rtol=1e-4, atol=1e-5):
+        return steps, states
+    if prefix_reuse:
+        raise ValueError("prefix reuse is not possible here: the step-by-step run differs from the forward pass")
+    return None
 
 
 def _causal_horizon(model: SiteModel, st: _Setup) -> int:
