@@ -186,6 +186,17 @@ class _Scorer:
         gk = lg.gather(-1, self.tk[:, :T].expand(lg.shape[0], -1, -1).unsqueeze(-1)).squeeze(-1)
         return ((gc - gk) * elems).sum(dim=2)
 
+    def per_row(self, logits: Tensor, pairs: Tensor) -> Tensor:
+        """logits `[n, T', out]` of runs of the pairs `pairs` `[n]` -> `[n]` sums of the logit
+        difference, each row scored against its own pair's answers."""
+        T = logits.shape[1]
+        elems = self.elems[pairs, :T]
+        if self.bits:
+            return (logits * self.sign[pairs, :T] * elems).sum(dim=(1, 2))
+        gc = logits.gather(-1, self.tc[pairs, :T].unsqueeze(-1)).squeeze(-1)
+        gk = logits.gather(-1, self.tk[pairs, :T].unsqueeze(-1)).squeeze(-1)
+        return ((gc - gk) * elems).sum(dim=1)
+
     def __call__(self, logits: Tensor) -> Tensor:
         """logits `[k*B, T', out]` -> `[k]` scores, one per block of B rows."""
         return self.per_pair(logits).sum(1) / self.count
@@ -407,28 +418,103 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
         resume = _resume_plan(model, st, prefix_reuse)
         steps = resume[0] if resume else _causal_horizon(model, st)
         todo = [v for v, (i, t, e) in enumerate(st.variants) if t < steps and not _is_noop(st, i, t, e)]
-        if resume:  # blocks in the order they join the resumed runs (an all-steps patch from step 0)
-            todo.sort(key=lambda v: max(st.variants[v][1], 0))
-        inputs = st.base_inputs[:, :steps]
         per_chunk = rows_per_chunk(specs(model), steps, st.B, memory_budget_mb)
-        chunks = [todo[k:k + per_chunk] for k in range(0, len(todo), per_chunk)]
-        for c, chunk in enumerate(chunks):
-            plan: dict[int, dict[int, list[tuple[int, int | None]]]] = {}
-            for j, v in enumerate(chunk):
-                i, t, e = st.variants[v]
-                for step in (range(steps) if t == ALL_STEPS else (t,)):
-                    plan.setdefault(i, {}).setdefault(step, []).append((j * st.B, e))
-            ivs = [Intervention(st.sites[i], _patcher(st.source[st.sites[i]], by_t, st.axis_pos[i], st.B))
-                   for i, by_t in plan.items()]
-            if resume:
-                starts = [max(st.variants[v][1], 0) for v in chunk]
-                logits = resumed_runs(model, inputs, resume[1], st.base_logits, starts, steps, ivs)
-            else:
+        if resume:
+            _sweep_resumed(model, st, todo, steps, resume[1], per_chunk * st.B, raw, progress)
+        else:
+            inputs = st.base_inputs[:, :steps]
+            chunks = [todo[k:k + per_chunk] for k in range(0, len(todo), per_chunk)]
+            for c, chunk in enumerate(chunks):
+                plan: dict[int, dict[int, list[tuple[int, int | None]]]] = {}
+                for j, v in enumerate(chunk):
+                    i, t, e = st.variants[v]
+                    for step in (range(steps) if t == ALL_STEPS else (t,)):
+                        plan.setdefault(i, {}).setdefault(step, []).append((j * st.B, e))
+                ivs = [Intervention(st.sites[i], _patcher(st.source[st.sites[i]], by_t, st.axis_pos[i], st.B))
+                       for i, by_t in plan.items()]
                 logits, _ = forward(model, tile(inputs, len(chunk)), (), ivs)
-            raw[chunk] = st.scorer.per_pair(logits)
-            report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
+                raw[chunk] = st.scorer.per_pair(logits)
+                report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
     report(progress, 1.0)
     return _finish(st, raw, direction, per_element, skipped=len(st.variants) - len(todo))
+
+
+def _sweep_resumed(model: SiteModel, st: _Setup, todo: list[int], steps: int, states, rows_per_chunk_: int,
+                   raw: Tensor, progress: Progress | None) -> None:
+    """The variants `todo` as runs resumed from the base run's states (prefix reuse), each only
+    for the pairs it changes (the others are the base run: their `raw` stays the base's).
+    Fills `raw[v, pair]`."""
+    blocks = []  # (start, variant, pairs it changes), in the order they join the resumed runs
+    for v in todo:
+        i, t, e = st.variants[v]
+        blocks.append((max(t, 0), v, _live_pairs(st, i, t, e).nonzero()[:, 0]))
+    blocks.sort(key=lambda b: b[0])
+    chunks, size = [[]], 0
+    for block in blocks:  # chunks of at most the budget's rows (a block is never split)
+        if size and size + len(block[2]) > rows_per_chunk_:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(block)
+        size += len(block[2])
+    for c, chunk in enumerate(chunks):
+        plan: dict[int, dict[tuple[int, int | None], list[tuple[Tensor, Tensor]]]] = {}
+        first = 0
+        for _, v, pairs in chunk:
+            i, t, e = st.variants[v]
+            positions = torch.arange(first, first + len(pairs))
+            for step in (range(steps) if t == ALL_STEPS else (t,)):
+                plan.setdefault(i, {}).setdefault((step, e), []).append((positions, pairs))
+            first += len(pairs)
+        ivs = [Intervention(st.sites[i], _row_patcher(st.source[st.sites[i]], by_step, st.axis_pos[i]))
+               for i, by_step in plan.items()]
+        logits = resumed_runs(model, st.base_inputs[:, :steps], states, st.base_logits,
+                              [b[0] for b in chunk], [b[2] for b in chunk], steps, ivs)
+        every = torch.cat([b[2] for b in chunk])
+        scores = st.scorer.per_row(logits, every)
+        first = 0
+        for _, v, pairs in chunk:
+            raw[v, pairs] = scores[first:first + len(pairs)]
+            first += len(pairs)
+        report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
+
+
+def _live_pairs(st: _Setup, i: int, t: int, e: int | None) -> Tensor:
+    """`[B]` bool: the pairs whose source value differs from the base value where variant
+    (i, t, e) patches (at every step for an all-steps patch): the others it leaves unchanged."""
+    name = st.sites[i]
+    src, base = st.source[name], st.base_vals[name]
+    if t != ALL_STEPS:
+        src = _select(src[:, t], st.axis_pos[i], e)
+        base = _select(base[:, t], st.axis_pos[i], e)
+    return (src != base).reshape(st.B, -1).any(1)
+
+
+def _row_patcher(src: Tensor, by_step: dict[tuple[int, int | None], list[tuple[Tensor, Tensor]]],
+                 axis_pos: int | None):
+    """One site's patches for a chunk of resumed runs: at step t, the batch rows `positions`
+    take the source run's value of their pairs `pairs` (or one element e of it)."""
+    merged: dict[int, list[tuple[Tensor, Tensor, int | None]]] = {}
+    for (t, e), entries in by_step.items():
+        positions = torch.cat([p for p, _ in entries])
+        pairs = torch.cat([q for _, q in entries])
+        merged.setdefault(t, []).append((positions, pairs, e))
+
+    def patch(value: Tensor, t: int) -> Tensor:
+        entries = merged.get(t)
+        if not entries:
+            return value
+        out = value.clone()
+        s_t = fit(src[:, t], value).to(value)  # [B, *shape]
+        for positions, pairs, e in entries:
+            positions, pairs = positions.to(value.device), pairs.to(value.device)
+            if e is None:
+                out[positions] = s_t[pairs]
+            else:
+                idx = (slice(None),) * axis_pos + (e,)
+                out[(positions,) + idx] = s_t[(pairs,) + idx]
+        return out
+
+    return patch
 
 
 def _resume_plan(model: SiteModel, st: _Setup, prefix_reuse: bool | None):

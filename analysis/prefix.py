@@ -7,11 +7,13 @@ every step (every step, not checkpoints every k steps: a state is one row's recu
 an NTM's 128 x 20 memory, so T states of B rows are far smaller than the patched batch), and
 each patched run starts at its own step from the state there.
 
-`resumed_runs` runs k such blocks of B rows together, as a staircase: one loop over the steps,
+`resumed_runs` runs all such blocks of rows together, as a staircase: one loop over the steps,
 where at step s the blocks that start at s join the batch (their rows appended, from the base
-state entering s) and run with the others from then on. Every block thus costs only its steps
+state entering s) and run with the others from then on. Every row thus costs only its steps
 t..stop-1, and the loop makes one `step` call per timestep, as one batched forward pass does:
-small batches of per-t blocks would instead pay the per-call overhead T^2 / 2 times.
+small batches of per-t blocks would instead pay the per-call overhead T^2 / 2 times. A block
+holds any subset of the pairs, so a patch that changes nothing for some pairs (their source
+value equals the base value there) runs only for the others.
 """
 from __future__ import annotations
 
@@ -22,13 +24,7 @@ import torch
 from torch import Tensor
 
 from ..models.sites import Intervention, SiteModel, State, hooks
-from .runs import tile
 from .sites import model_device
-
-
-def tile_state(state: State, k: int) -> State:
-    """k consecutive copies of a state's rows (as `tile` does for inputs)."""
-    return {name: tile(value, k) for name, value in state.items()}
 
 
 def cat_states(first: State, second: State) -> State:
@@ -45,32 +41,44 @@ def base_run(model: SiteModel, inputs: Tensor, steps: int) -> tuple[Tensor, list
 
 
 def resumed_runs(model: SiteModel, inputs: Tensor, states: Sequence[State], base_logits: Tensor,
-                 starts: Sequence[int], steps: int, interventions: Sequence[Intervention] = ()) -> Tensor:
-    """k blocks of B rows (block j: rows j*B..(j+1)*B-1, as `tile` lays them out), block j the base
-    run resumed at step `starts[j]` from `states[starts[j]]`, with `interventions` (functions of
-    (value, t), which see at step s the rows of the blocks started by then). `starts` must not
-    decrease. Returns logits `[k*B, steps, out]` on the CPU; before its start a block's are the
-    base run's `base_logits` (`[B, >= steps, out]`), which a causal run's prefix equals."""
+                 starts: Sequence[int], rows: Sequence[Tensor], steps: int,
+                 interventions: Sequence[Intervention] = ()) -> Tensor:
+    """Blocks of rows of the base run, block j the runs of the pairs `rows[j]` (indices into the
+    base batch) resumed at step `starts[j]` from `states[starts[j]]`, with `interventions`
+    (functions of (value, t)). `starts` must not decrease. The rows are laid out block after
+    block, which is also where the interventions find them: at step s the batch holds the rows
+    of the blocks started by then. Returns logits `[rows, steps, out]` on the CPU; before its
+    start a row's are the base run's `base_logits` (`[B, >= steps, out]`), which a causal
+    run's prefix equals."""
     starts = [int(s) for s in starts]
-    if any(b < a for a, b in zip(starts, starts[1:])):
-        raise ValueError("resumed blocks must come in the order of their start steps")
+    if len(starts) != len(rows) or any(b < a for a, b in zip(starts, starts[1:])):
+        raise ValueError("resumed blocks need one row set each and must come in the order of their start steps")
     if starts and not 0 <= starts[-1] < steps <= len(states):
         raise ValueError(f"start steps {starts[0]}..{starts[-1]} do not fit {steps} steps with {len(states)} states")
-    B, k = inputs.shape[0], len(starts)
-    out = tile(base_logits[:, :steps], k).clone()
-    if not k:
+    device = model_device(model)
+    every = torch.cat(list(rows)) if rows else torch.zeros(0, dtype=torch.long)
+    out = base_logits[every, :steps].clone()
+    if not starts:
         return out
-    x = model.prepare_input(inputs.to(model_device(model)))
-    joining = Counter(starts)
+    x = model.prepare_input(inputs.to(device))
+    joining: dict[int, list[Tensor]] = {}
+    for s, r in zip(starts, rows):
+        joining.setdefault(s, []).append(r)
     state: State | None = None
-    blocks = 0
+    active = torch.zeros(0, dtype=torch.long)  # the base rows of the batch, in order
     with torch.no_grad(), hooks(model, (), interventions):
-        model.begin_run(k * B, x.shape[1])
+        model.begin_run(len(every), x.shape[1])
         for s in range(starts[0], steps):
-            if joining[s]:
-                new = tile_state(states[s], joining[s])
+            if s in joining:
+                new_rows = torch.cat(joining[s])
+                new = pick_rows(states[s], new_rows.to(device))
                 state = new if state is None else cat_states(state, new)
-                blocks += joining[s]
-            logits, state = model.step(tile(x[:, s], blocks), state, s)
-            out[:blocks * B, s] = model.site("output", logits, s).cpu()
+                active = torch.cat([active, new_rows])
+            logits, state = model.step(x[active.to(device), s], state, s)
+            out[:len(active), s] = model.site("output", logits, s).cpu()
     return out
+
+
+def pick_rows(state: State, rows: Tensor) -> State:
+    """The state's rows `rows` (repeats allowed), in that order."""
+    return {name: value[rows] for name, value in state.items()}

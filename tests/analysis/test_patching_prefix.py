@@ -106,10 +106,31 @@ def test_models_and_sites_that_cannot_resume_fall_back(resumes):
 
 def test_resumed_blocks_must_come_in_order():
     model = _model("ntm")
-    pair = COPY.patch_pairs(1, 0)
+    pair = COPY.patch_pairs(3, 0)
     logits, _, states = model.run_steps(pair.clean.inputs, keep_states=True)
+    every = torch.arange(3)
     with pytest.raises(ValueError, match="order"):
-        resumed_runs(model, pair.clean.inputs, states, logits, [2, 1], logits.shape[1])
-    # unpatched blocks resumed anywhere reproduce the base run
-    again = resumed_runs(model, pair.clean.inputs, states, logits, [0, 3, 3], logits.shape[1])
-    assert torch.allclose(again, logits.repeat(3, 1, 1), atol=1e-6)
+        resumed_runs(model, pair.clean.inputs, states, logits, [2, 1], [every, every], logits.shape[1])
+    # unpatched blocks of any pairs, resumed anywhere, reproduce the base run's rows
+    rows = [every, torch.tensor([2]), torch.tensor([1, 0])]
+    again = resumed_runs(model, pair.clean.inputs, states, logits, [0, 3, 3], rows, logits.shape[1])
+    assert torch.allclose(again, logits[torch.cat(rows)], atol=1e-6)
+
+
+def test_a_patch_runs_only_for_the_pairs_it_changes(monkeypatch):
+    """Pairs whose source equals the base value at a cell are not resumed there, and keep
+    the base run's score exactly."""
+    rows = []
+
+    def count(*args, **kwargs):
+        rows.append(sum(len(r) for r in args[5]))
+        return resumed_runs(*args, **kwargs)
+
+    monkeypatch.setattr(patching, "resumed_runs", count)
+    task = make_task("copy", bits=3, min_length=6, max_length=6)
+    pair = task.patch_pairs(4, 2)
+    model = _model("ntm", task)
+    prefix = patch_sweep(model, task, pair, ["memory.read"])
+    run = len(prefix.sites) * (pair.clean.mask.shape[1] + 1) - prefix.skipped  # variants run
+    assert sum(rows) < run * 4  # fewer rows than every pair of every variant
+    _assert_equal(prefix, patch_sweep(model, task, pair, ["memory.read"], prefix_reuse=False))
