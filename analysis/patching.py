@@ -41,6 +41,15 @@ run), and for causal models -- checked on the base run, not assumed -- the batch
 stops after the last scored step, and patches later than it are not run either (they
 cannot reach a scored output). Skipped variants get the base run's score. `patch_sweep_naive` is the one-forward-per-patch loop
 (as TransformerLens's generic patching), kept for the equality test and the benchmark.
+
+Prefix reuse (recurrent models with the site contract's resume API: NTM, DNC, LSTM, stacks of
+linear memory and MLPs): a patch at t cannot change steps before t, so the base run is
+computed once, step by step, keeping the state entering each step, and each patched run
+resumes at its own t from there (analysis/prefix.py): about half the row-steps of full
+passes. Used automatically when the model supports it and every swept site has a fixed
+shape (an attention pattern over all earlier keys is not a step's value); `prefix_reuse=False`
+forces full passes. The step-by-step base run must reproduce the forward pass's outputs
+(checked, else full passes are used), so results equal the full sweep's within float rounding.
 """
 from __future__ import annotations
 
@@ -53,6 +62,7 @@ from torch import Tensor
 from ..models.sites import Intervention, SiteModel
 from ..models.tasks.base import PatchPair, Task
 from .ablation import fit
+from .prefix import base_run, resumed_runs
 from .results import Result, jsonable
 from .runs import Progress, forward, report, rows_per_chunk, sub_progress, tile
 from .sites import bypass_sites, check_compatible, check_sites, element_mask, evaluating, memory_sites, specs
@@ -175,6 +185,17 @@ class _Scorer:
         gc = lg.gather(-1, self.tc[:, :T].expand(lg.shape[0], -1, -1).unsqueeze(-1)).squeeze(-1)
         gk = lg.gather(-1, self.tk[:, :T].expand(lg.shape[0], -1, -1).unsqueeze(-1)).squeeze(-1)
         return ((gc - gk) * elems).sum(dim=2)
+
+    def per_row(self, logits: Tensor, pairs: Tensor) -> Tensor:
+        """logits `[n, T', out]` of runs of the pairs `pairs` `[n]` -> `[n]` sums of the logit
+        difference, each row scored against its own pair's answers."""
+        T = logits.shape[1]
+        elems = self.elems[pairs, :T]
+        if self.bits:
+            return (logits * self.sign[pairs, :T] * elems).sum(dim=(1, 2))
+        gc = logits.gather(-1, self.tc[pairs, :T].unsqueeze(-1)).squeeze(-1)
+        gk = logits.gather(-1, self.tk[pairs, :T].unsqueeze(-1)).squeeze(-1)
+        return ((gc - gk) * elems).sum(dim=1)
 
     def __call__(self, logits: Tensor) -> Tensor:
         """logits `[k*B, T', out]` -> `[k]` scores, one per block of B rows."""
@@ -375,7 +396,8 @@ def _aligned(st: _Setup, lift: Tensor, gap_pairs: Tensor, cell_of: dict, anchor:
 
 def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[str] | None = None, *,
                 direction: Direction = "denoise", per_element: str | None = None,
-                memory_budget_mb: float = 512, progress: Progress | None = None) -> PatchingResult:
+                memory_budget_mb: float = 512, progress: Progress | None = None,
+                prefix_reuse: bool | None = None) -> PatchingResult:
     """The [site, timestep] (or [site, timestep, element]) matrix of normalised recovery,
     every variant a block of rows of one batched forward pass per chunk. Without
     per_element also each site patched at every step at once (`all_steps`), a 95%
@@ -384,6 +406,8 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
 
     sites: names or globs; default every memory-path site plus the bypass sites.
     per_element: an axis name ("head", "slot", ...) to patch its elements one at a time.
+    prefix_reuse: None resumes patched runs from the base run's states where the model
+        allows it (see the module doc), False always runs full passes, True requires resuming.
     """
     report(progress, 0.0)
     with evaluating(model):
@@ -391,24 +415,129 @@ def patch_sweep(model: SiteModel, task: Task, pair: PatchPair, sites: Sequence[s
         report(progress, 0.05)
         base = st.corr_pairs if direction == "denoise" else st.clean_pairs
         raw = base[None].repeat(len(st.variants), 1)  # [V, B] per-pair sums; skipped variants keep the base's
-        steps = _causal_horizon(model, st)
+        resume = _resume_plan(model, st, prefix_reuse)
+        steps = resume[0] if resume else _causal_horizon(model, st)
         todo = [v for v, (i, t, e) in enumerate(st.variants) if t < steps and not _is_noop(st, i, t, e)]
-        inputs = st.base_inputs[:, :steps]
         per_chunk = rows_per_chunk(specs(model), steps, st.B, memory_budget_mb)
-        chunks = [todo[k:k + per_chunk] for k in range(0, len(todo), per_chunk)]
-        for c, chunk in enumerate(chunks):
-            plan: dict[int, dict[int, list[tuple[int, int | None]]]] = {}
-            for j, v in enumerate(chunk):
-                i, t, e = st.variants[v]
-                for step in (range(steps) if t == ALL_STEPS else (t,)):
-                    plan.setdefault(i, {}).setdefault(step, []).append((j * st.B, e))
-            ivs = [Intervention(st.sites[i], _patcher(st.source[st.sites[i]], by_t, st.axis_pos[i], st.B))
-                   for i, by_t in plan.items()]
-            logits, _ = forward(model, tile(inputs, len(chunk)), (), ivs)
-            raw[chunk] = st.scorer.per_pair(logits)
-            report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
+        if resume:
+            _sweep_resumed(model, st, todo, steps, resume[1], per_chunk * st.B, raw, progress)
+        else:
+            inputs = st.base_inputs[:, :steps]
+            chunks = [todo[k:k + per_chunk] for k in range(0, len(todo), per_chunk)]
+            for c, chunk in enumerate(chunks):
+                plan: dict[int, dict[int, list[tuple[int, int | None]]]] = {}
+                for j, v in enumerate(chunk):
+                    i, t, e = st.variants[v]
+                    for step in (range(steps) if t == ALL_STEPS else (t,)):
+                        plan.setdefault(i, {}).setdefault(step, []).append((j * st.B, e))
+                ivs = [Intervention(st.sites[i], _patcher(st.source[st.sites[i]], by_t, st.axis_pos[i], st.B))
+                       for i, by_t in plan.items()]
+                logits, _ = forward(model, tile(inputs, len(chunk)), (), ivs)
+                raw[chunk] = st.scorer.per_pair(logits)
+                report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
     report(progress, 1.0)
     return _finish(st, raw, direction, per_element, skipped=len(st.variants) - len(todo))
+
+
+def _sweep_resumed(model: SiteModel, st: _Setup, todo: list[int], steps: int, states, rows_per_chunk_: int,
+                   raw: Tensor, progress: Progress | None) -> None:
+    """The variants `todo` as runs resumed from the base run's states (prefix reuse), each only
+    for the pairs it changes (the others are the base run: their `raw` stays the base's).
+    Fills `raw[v, pair]`."""
+    blocks = []  # (start, variant, pairs it changes), in the order they join the resumed runs
+    for v in todo:
+        i, t, e = st.variants[v]
+        blocks.append((max(t, 0), v, _live_pairs(st, i, t, e).nonzero()[:, 0]))
+    blocks.sort(key=lambda b: b[0])
+    chunks, size = [[]], 0
+    for block in blocks:  # chunks of at most the budget's rows (a block is never split)
+        if size and size + len(block[2]) > rows_per_chunk_:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(block)
+        size += len(block[2])
+    for c, chunk in enumerate(chunks):
+        plan: dict[int, dict[tuple[int, int | None], list[tuple[Tensor, Tensor]]]] = {}
+        first = 0
+        for _, v, pairs in chunk:
+            i, t, e = st.variants[v]
+            positions = torch.arange(first, first + len(pairs))
+            for step in (range(steps) if t == ALL_STEPS else (t,)):
+                plan.setdefault(i, {}).setdefault((step, e), []).append((positions, pairs))
+            first += len(pairs)
+        ivs = [Intervention(st.sites[i], _row_patcher(st.source[st.sites[i]], by_step, st.axis_pos[i]))
+               for i, by_step in plan.items()]
+        logits = resumed_runs(model, st.base_inputs[:, :steps], states, st.base_logits,
+                              [b[0] for b in chunk], [b[2] for b in chunk], steps, ivs)
+        every = torch.cat([b[2] for b in chunk])
+        scores = st.scorer.per_row(logits, every)
+        first = 0
+        for _, v, pairs in chunk:
+            raw[v, pairs] = scores[first:first + len(pairs)]
+            first += len(pairs)
+        report(sub_progress(progress, 0.05, 1.0), (c + 1) / len(chunks))
+
+
+def _live_pairs(st: _Setup, i: int, t: int, e: int | None) -> Tensor:
+    """`[B]` bool: the pairs whose source value differs from the base value where variant
+    (i, t, e) patches (at every step for an all-steps patch): the others it leaves unchanged."""
+    name = st.sites[i]
+    src, base = st.source[name], st.base_vals[name]
+    if t != ALL_STEPS:
+        src = _select(src[:, t], st.axis_pos[i], e)
+        base = _select(base[:, t], st.axis_pos[i], e)
+    return (src != base).reshape(st.B, -1).any(1)
+
+
+def _row_patcher(src: Tensor, by_step: dict[tuple[int, int | None], list[tuple[Tensor, Tensor]]],
+                 axis_pos: int | None):
+    """One site's patches for a chunk of resumed runs: at step t, the batch rows `positions`
+    take the source run's value of their pairs `pairs` (or one element e of it)."""
+    merged: dict[int, list[tuple[Tensor, Tensor, int | None]]] = {}
+    for (t, e), entries in by_step.items():
+        positions = torch.cat([p for p, _ in entries])
+        pairs = torch.cat([q for _, q in entries])
+        merged.setdefault(t, []).append((positions, pairs, e))
+
+    def patch(value: Tensor, t: int) -> Tensor:
+        entries = merged.get(t)
+        if not entries:
+            return value
+        out = value.clone()
+        s_t = fit(src[:, t], value).to(value)  # [B, *shape]
+        for positions, pairs, e in entries:
+            positions, pairs = positions.to(value.device), pairs.to(value.device)
+            if e is None:
+                out[positions] = s_t[pairs]
+            else:
+                idx = (slice(None),) * axis_pos + (e,)
+                out[(positions,) + idx] = s_t[(pairs,) + idx]
+        return out
+
+    return patch
+
+
+def _resume_plan(model: SiteModel, st: _Setup, prefix_reuse: bool | None):
+    """(steps, base states) for prefix reuse, or None for full passes. A resumed model is causal
+    by construction (step s sees steps <= s), so the runs stop after the last scored step; the
+    base run, computed step by step up to there, must reproduce the forward pass's outputs."""
+    if prefix_reuse is False:
+        return None
+    all_specs = specs(model)
+    growing = [n for n in st.sites if None in all_specs[n].shape]
+    why = ("the model has no resume API" if not model.supports_resume else
+           f"site(s) {growing} span every earlier step" if growing else "")
+    if why:
+        if prefix_reuse:
+            raise ValueError(f"prefix reuse is not possible here: {why}")
+        return None
+    steps = st.scorer.last_step + 1
+    logits, states = base_run(model, st.base_inputs, steps)
+    if torch.allclose(logits, st.base_logits[:, :steps], rtol=1e-4, atol=1e-5):
+        return steps, states
+    if prefix_reuse:
+        raise ValueError("prefix reuse is not possible here: the step-by-step run differs from the forward pass")
+    return None
 
 
 def _causal_horizon(model: SiteModel, st: _Setup) -> int:

@@ -11,7 +11,14 @@ memory-budget chunk) against `patch_sweep_naive` (one forward pass per patch, as
 TransformerLens's generic patching does), median of --repeats runs each, and prints
 both times, their ratio and the max abs difference of the two result matrices.
 
-    python bench/patching.py [--repeats 3] [--pairs 1] [--threads 1]
+The third case, `prefix`, is prefix reuse on the NTM (copy L=20, --prefix-pairs pairs, 8 by
+default): `patch_sweep` resuming every patch at t from the base run's state there (the
+default for models with the resume API) against today's batched sweep (`prefix_reuse=False`),
+side by side with their ratio, and each sweep's cost in single forwards: its time over that
+of one plain forward pass of all the rows the batched sweep runs (every variant it runs x
+the pairs, up to the last scored step), i.e. what the sweep costs beyond running its rows.
+
+    python bench/patching.py [--repeats 3] [--pairs 1] [--threads 1] [--only ntm|sequence|prefix]
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from pathlib import Path
 import torch
 
 from mnemoscope.analysis.patching import patch_sweep, patch_sweep_naive
+from mnemoscope.analysis.runs import forward, tile
 from mnemoscope.analysis.sites import memory_sites
 from mnemoscope.models.registry import build_model
 from mnemoscope.models.tasks import make_task
@@ -91,13 +99,43 @@ def run_case(label, model, task, pair, repeats: int) -> dict:
     return {"label": label, "batched_s": t_fast, "naive_s": t_slow, "ratio": t_slow / t_fast, "max_abs_diff": diff}
 
 
+def run_prefix_case(label, model, task, pair, repeats: int) -> dict:
+    """Prefix reuse against today's batched sweep, and both in units of one plain forward pass."""
+    model.eval()
+    sites = memory_sites(model)
+    t_prefix, prefix, t_batched, batched = timed_pair(lambda: patch_sweep(model, task, pair, sites),
+                                                      lambda: patch_sweep(model, task, pair, sites,
+                                                                          prefix_reuse=False), repeats)
+    cells = ~torch.isnan(batched.patched)
+    diff = float((prefix.patched[cells] - batched.patched[cells]).abs().max())
+    variants = len(sites) * (pair.clean.mask.shape[1] + 1) - batched.skipped  # every step, and all steps at once
+    steps = int((pair.differs.bool() & pair.clean.mask.bool()).any(0).nonzero().max()) + 1
+    rows = tile(pair.corrupted.inputs[:, :steps], variants)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        forward(model, rows)
+        times.append(time.perf_counter() - t0)
+    t_forward = statistics.median(times)
+    print(f"{label}, {prefix.pairs} pairs: prefix reuse vs today's batched sweep")
+    print(f"  {variants} patches run ({batched.skipped} skipped), {variants * prefix.pairs} rows x {steps} steps")
+    print(f"  prefix reuse {t_prefix:.3f} s   batched {t_batched:.3f} s   speed-up {t_batched / t_prefix:.2f}x   "
+          f"max |diff| raw score {diff:.2e}")
+    print(f"  one forward of those rows {t_forward:.3f} s: batched sweep = {t_batched / t_forward:.2f} forwards, "
+          f"prefix reuse = {t_prefix / t_forward:.2f} forwards")
+    sys.stdout.flush()
+    return {"label": label, "prefix_s": t_prefix, "batched_s": t_batched, "ratio": t_batched / t_prefix,
+            "forward_s": t_forward, "max_abs_diff": diff}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pairs", type=int, default=1, help="clean/corrupted pairs per sweep")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["ntm", "sequence"], help="run one case")
+    p.add_argument("--prefix-pairs", type=int, default=8, help="pairs for the prefix-reuse case")
+    p.add_argument("--only", choices=["ntm", "sequence", "prefix"], help="run one case")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} run(s)")
@@ -106,6 +144,8 @@ def main(argv=None) -> int:
         if args.only and name != args.only:
             continue
         run_case(*make(args.pairs, args.seed), args.repeats)
+    if args.only in (None, "prefix"):
+        run_prefix_case(*ntm_case(args.prefix_pairs, args.seed), args.repeats)
     return 0
 
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from . import bottleneck as vib
 from .cuts import check_cut, gates
-from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
+from .sites import SiteModel, SiteSpec, State, controller_state_spec, output_spec, state_site
 
 EPS = 1e-6  # keeps cosine similarity finite on all-zero words, and sharpening off 0 ** s
 
@@ -294,63 +294,72 @@ class DNC(SiteModel):
         return hasattr(self, "bottleneck")
 
     def compute(self, x: Tensor) -> Tensor:
+        return self.compute_steps(x)
+
+    # -- the recurrence, one step at a time (the site contract's resume API) ---------------------
+    @property
+    def supports_resume(self) -> bool:
+        return True
+
+    def initial_state(self, x: Tensor) -> State:
         c = self.config
-        B, T, _ = x.shape
+        B = x.shape[0]
         R, N, W, H = c.read_heads, c.memory_slots, c.memory_width, c.controller_size
         z = x.new_zeros
-        h, cell = z(B, H), z(B, H)
-        memory, link = z(B, N, W), z(B, N, N)
-        usage, precedence, write_w = z(B, N), z(B, N), z(B, N)
-        read_w, reads = z(B, R, N), z(B, R, W)
-
-        keep = None  # per-sequence gate on h_t's path into the output layer
-        if self.training and c.bypass_dropout > 0:
+        state = dict(h=z(B, H), cell=z(B, H), memory=z(B, N, W), link=z(B, N, N), usage=z(B, N),
+                     precedence=z(B, N), write_w=z(B, N), read_w=z(B, R, N), reads=z(B, R, W))
+        if self.training and c.bypass_dropout > 0:  # per-sequence gate on h_t's path into the output layer
             p = c.bypass_dropout
-            keep = (torch.rand(B, 1, device=x.device) >= p).to(x.dtype) / (1.0 - p)  # [B, 1]
-        mem_gate, byp_gate, reads_in = gates(c.cut, T, x)
-        code = self.bottleneck if self._has_bottleneck else None
-        if code is not None:
-            code.reset()
+            state["keep"] = (torch.rand(B, 1, device=x.device) >= p).to(x.dtype) / (1.0 - p)  # [B, 1]
+        if self._has_bottleneck:
+            self.bottleneck.reset()
+        return state
 
-        outs = []
-        for t in range(T):
-            h, cell = state_site(self, t, h, cell, layer_first=False)
-            fed = reads if reads_in else reads * 0  # a cut (models/cuts.py) keeps reads out of the controller
-            h, cell = self.controller(torch.cat([x[:, t], fed.flatten(1)], dim=-1), (h, cell))  # [B, H]
-            i = self.split(self.interface(h))
+    def step(self, x_t: Tensor, state: State, t: int) -> tuple[Tensor, State]:
+        c = self.config
+        mem_gate, byp_gate, reads_in = gates(c.cut, t + 1, x_t)
+        memory, link, usage, precedence = state["memory"], state["link"], state["usage"], state["precedence"]
+        write_w, read_w, reads = state["write_w"], state["read_w"], state["reads"]
 
-            # -- write: usage -> allocation -> write weighting -> erase/add -----------------------
-            psi = retention(i["free_gates"], read_w)  # [B, N]
-            usage = self.site("memory.usage", update_usage(usage, write_w, psi), t)  # [B, N]
-            alloc = self.site("memory.allocation", allocation(usage), t)  # [B, N]
-            write_content = content_weighting(memory, i["write_key"], i["write_strength"], i.get("write_mask"))[:, 0]
-            write_w = write_weighting(alloc, write_content, i["alloc_gate"], i["write_gate"])  # [B, N]
-            write_w = self.site("memory.write_weights", write_w.unsqueeze(1), t)[:, 0]
-            erase = self.site("memory.erase", i["erase"].unsqueeze(1), t)[:, 0]  # [B, W]
-            add = self.site("memory.add", i["write_vector"].unsqueeze(1), t)[:, 0]  # [B, W]
-            memory = write_memory(memory, write_w, erase, add, psi if c.deallocation else None)  # [B, N, W]
-            if self.wants("memory.matrix"):
-                memory = self.site("memory.matrix", memory, t)
+        h, cell = state_site(self, t, state["h"], state["cell"], layer_first=False)
+        fed = reads if reads_in else reads * 0  # a cut (models/cuts.py) keeps reads out of the controller
+        h, cell = self.controller(torch.cat([x_t, fed.flatten(1)], dim=-1), (h, cell))  # [B, H]
+        i = self.split(self.interface(h))
 
-            # -- temporal links ----------------------------------------------------------------
-            link = update_link(link, precedence, write_w)  # [B, N, N]
-            precedence = update_precedence(precedence, write_w)  # [B, N]
-            if self.wants("memory.link"):
-                link = self.site("memory.link", link, t)
-            forward, backward = directional_weights(link, read_w)  # [B, R, N] each
-            if c.sharpness:
-                forward = sharpen(forward, i["forward_exponents"])
-                backward = sharpen(backward, i["backward_exponents"])
+        # -- write: usage -> allocation -> write weighting -> erase/add -----------------------
+        psi = retention(i["free_gates"], read_w)  # [B, N]
+        usage = self.site("memory.usage", update_usage(usage, write_w, psi), t)  # [B, N]
+        alloc = self.site("memory.allocation", allocation(usage), t)  # [B, N]
+        write_content = content_weighting(memory, i["write_key"], i["write_strength"], i.get("write_mask"))[:, 0]
+        write_w = write_weighting(alloc, write_content, i["alloc_gate"], i["write_gate"])  # [B, N]
+        write_w = self.site("memory.write_weights", write_w.unsqueeze(1), t)[:, 0]
+        erase = self.site("memory.erase", i["erase"].unsqueeze(1), t)[:, 0]  # [B, W]
+        add = self.site("memory.add", i["write_vector"].unsqueeze(1), t)[:, 0]  # [B, W]
+        memory = write_memory(memory, write_w, erase, add, psi if c.deallocation else None)  # [B, N, W]
+        if self.wants("memory.matrix"):
+            memory = self.site("memory.matrix", memory, t)
 
-            # -- read ------------------------------------------------------------------------------
-            read_content = content_weighting(memory, i["read_keys"], i["read_strengths"], i.get("read_masks"))
-            modes = self.site("memory.read_modes", i["read_modes"], t)  # [B, R, 3]
-            read_w = self.site("memory.read_weights", read_weighting(backward, read_content, forward, modes), t)
-            reads = self.site("memory.read", read_memory(memory, read_w), t)  # [B, R, W]
+        # -- temporal links ----------------------------------------------------------------
+        link = update_link(link, precedence, write_w)  # [B, N, N]
+        precedence = update_precedence(precedence, write_w)  # [B, N]
+        if self.wants("memory.link"):
+            link = self.site("memory.link", link, t)
+        forward, backward = directional_weights(link, read_w)  # [B, R, N] each
+        if c.sharpness:
+            forward = sharpen(forward, i["forward_exponents"])
+            backward = sharpen(backward, i["backward_exponents"])
 
-            # -- output: only this copy of h_t is exposed, the recurrence keeps the original --------
-            h_out = self.site("controller.output", h if code is None else code(h), t)  # [B, H]
-            if keep is not None:
-                h_out = h_out * keep
-            outs.append(self.head(torch.cat([h_out * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1)))
-        return torch.stack(outs, dim=1)  # [B, T, out]
+        # -- read ------------------------------------------------------------------------------
+        read_content = content_weighting(memory, i["read_keys"], i["read_strengths"], i.get("read_masks"))
+        modes = self.site("memory.read_modes", i["read_modes"], t)  # [B, R, 3]
+        read_w = self.site("memory.read_weights", read_weighting(backward, read_content, forward, modes), t)
+        reads = self.site("memory.read", read_memory(memory, read_w), t)  # [B, R, W]
+
+        # -- output: only this copy of h_t is exposed, the recurrence keeps the original --------
+        h_out = self.site("controller.output", self.bottleneck(h) if self._has_bottleneck else h, t)  # [B, H]
+        if "keep" in state:
+            h_out = h_out * state["keep"]
+        logits = self.head(torch.cat([h_out * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1))
+        new = dict(state, h=h, cell=cell, memory=memory, link=link, usage=usage, precedence=precedence,
+                   write_w=write_w, read_w=read_w, reads=reads)
+        return logits, new

@@ -177,6 +177,22 @@ def implicit_attention(q: Tensor, k: Tensor, beta: Tensor | None, lg: Tensor | N
     return X.transpose(-1, -2) * beta.unsqueeze(-2)
 
 
+def update_state(S: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, lg: Tensor | None) -> Tensor:
+    """One step of the recurrence: S [B, H, K, V]; k [B, H, K]; v [B, H, V]; beta [B, H] or None;
+    lg [B, H, G] log-decay or None -> the new S."""
+    if lg is not None:
+        S = torch.exp(lg).unsqueeze(-1) * S  # [B,H,G,1] scales rows (d_k) or all
+    if beta is not None:
+        err = v - torch.einsum("bhkv,bhk->bhv", S, k)
+        return S + beta[:, :, None, None] * k.unsqueeze(-1) * err.unsqueeze(-2)
+    return S + k.unsqueeze(-1) * v.unsqueeze(-2)
+
+
+def read_state(S: Tensor, q: Tensor) -> Tensor:
+    """o = S^T q. S [B, H, K, V], q [B, H, K] -> [B, H, V]."""
+    return torch.einsum("bhkv,bhk->bhv", S, q)
+
+
 def recurrent_memory(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, lg: Tensor | None,
                      scope=None) -> Tensor:
     """The step-by-step recurrence; the state passes through the `memory.state` site each step."""
@@ -184,17 +200,11 @@ def recurrent_memory(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, lg: T
     S = q.new_zeros(B, H, K, v.shape[-1])
     outs = []
     for t in range(T):
-        if lg is not None:
-            S = torch.exp(lg[:, :, t]).unsqueeze(-1) * S  # [B,H,G,1] scales rows (d_k) or all
-        kt, vt = k[:, :, t], v[:, :, t]
-        if beta is not None:
-            err = vt - torch.einsum("bhkv,bhk->bhv", S, kt)
-            S = S + beta[:, :, t, None, None] * kt.unsqueeze(-1) * err.unsqueeze(-2)
-        else:
-            S = S + kt.unsqueeze(-1) * vt.unsqueeze(-2)
+        S = update_state(S, k[:, :, t], v[:, :, t], beta[:, :, t] if beta is not None else None,
+                         lg[:, :, t] if lg is not None else None)
         if scope is not None:
             S = scope.step("memory.state", S, t)
-        outs.append(torch.einsum("bhkv,bhk->bhv", S, q[:, :, t]))
+        outs.append(read_state(S, q[:, :, t]))
     return torch.stack(outs, dim=2)
 
 
@@ -277,11 +287,20 @@ class LinearMemory(nn.Module):
 
     # -- computation --------------------------------------------------------------------------
     def _features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        B, T, _ = x.shape
-        H, K, V = self.heads, self.d_k, self.d_v
-        qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+        T = x.shape[1]
+        qkv = self._projections(x)
         if self.conv_size:
             qkv = self.conv(qkv.transpose(1, 2))[..., :T].transpose(1, 2)  # causal: drop the right padding
+        return self._maps(qkv)
+
+    def _projections(self, x: Tensor) -> Tensor:
+        """[B, T, d_model] -> q, k, v side by side [B, T, 2 H K + H V], before the conv."""
+        return torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+
+    def _maps(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Projections (after the conv) -> q, k, v [B, T, H, K|V] with feature map, norm and scale."""
+        B, T, _ = qkv.shape
+        H, K, V = self.heads, self.d_k, self.d_v
         q, k, v = qkv.split([H * K, H * K, H * V], dim=-1)
         q, k, v = q.view(B, T, H, K), k.view(B, T, H, K), v.view(B, T, H, V)
         if self.feature_map == "silu":
@@ -341,3 +360,44 @@ class LinearMemory(nn.Module):
         if self.o_norm is not None:
             o = self.o_norm(o)
         return self.o_proj(o.reshape(B, T, self.heads * self.d_v))
+
+    # -- one step at a time (the site contract's resume API; always the recurrent form) --------
+    def initial_state(self, batch: int, like: Tensor) -> dict[str, Tensor]:
+        """The state entering step 0: the memory matrices and, with a conv, its last inputs."""
+        state = {"memory": like.new_zeros(batch, self.heads, self.d_k, self.d_v)}
+        if self.conv_size:
+            state["conv"] = like.new_zeros(batch, self.conv_size - 1, self.conv.in_channels)
+        return state
+
+    def step(self, x: Tensor, state: dict[str, Tensor], scope, t: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Timestep t of `forward`: x [B, d_model] -> (output [B, d_model], the state entering t + 1).
+        Equal to `forward`'s step t within float rounding (the chunked form sums in another order)."""
+        if scope.wants("memory.attention"):
+            raise ValueError(f"{scope.name('memory.attention')} spans every earlier step; a run resumed "
+                             "step by step does not have it")
+        B = x.shape[0]
+        new = dict(state)
+        qkv = self._projections(x[:, None])  # [B, 1, width]
+        if self.conv_size:
+            window = torch.cat([state["conv"], qkv], dim=1)  # [B, conv_size, width], oldest first
+            new["conv"] = window[:, 1:]
+            qkv = (torch.einsum("bjw,wj->bw", window, self.conv.weight[:, 0]) + self.conv.bias)[:, None]
+        q, k, v = (a[:, 0] for a in self._maps(qkv))  # [B, H, K|V]
+        k = scope.step("memory.write.key", k, t)
+        v = scope.step("memory.write.value", v, t)
+        beta = None
+        if self.rule in DELTA_RULES:
+            beta = scope.step("memory.write.beta", torch.sigmoid(self.b_proj(x)), t)  # [B, H]
+        lg = self._log_decay(x[:, None])
+        if lg is not None:
+            lg = lg[:, 0]  # [B, H] or [B, H, K]
+            alpha = scope.step("memory.decay", torch.exp(lg), t)
+            if scope.intervenes("memory.decay"):
+                lg = torch.log(alpha)
+            lg = lg if lg.dim() == 3 else lg.unsqueeze(-1)  # [B, H, G]
+        S = update_state(state["memory"], k, v, beta, lg)
+        new["memory"] = S = scope.step("memory.state", S, t)
+        o = scope.step("memory.read", read_state(S, q), t)  # [B, H, V]
+        if self.o_norm is not None:
+            o = self.o_norm(o)
+        return self.o_proj(o.reshape(B, self.heads * self.d_v)), new

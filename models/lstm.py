@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
+from .sites import SiteModel, SiteSpec, State, controller_state_spec, output_spec, state_site
 
 
 @dataclass
@@ -42,20 +42,27 @@ class LSTM(SiteModel):
         return {"controller": ["cells"], "output": ["head"]}
 
     def compute(self, x: Tensor) -> Tensor:
-        B, T, _ = x.shape
-        state = [(x.new_zeros(B, self.config.hidden_size),) * 2 for _ in self.cells]
-        outs = []
-        for t in range(T):
-            if self.wants("controller.state"):
-                hs, cs = state_site(self, t, torch.stack([s[0] for s in state]), torch.stack([s[1] for s in state]),
-                                    layer_first=True)
-                state = list(zip(hs, cs))
-            h = x[:, t]  # [B, input]
-            for i, cell in enumerate(self.cells):
-                h, c = cell(h, state[i])
-                state[i] = (h, c)
-            c = self.site("controller.cell", c, t)
-            state[-1] = (state[-1][0], c)
-            h = self.site("controller.output", h, t)  # [B, H]
-            outs.append(self.head(h))
-        return torch.stack(outs, dim=1)  # [B, T, out]
+        return self.compute_steps(x)
+
+    # -- the recurrence, one step at a time (the site contract's resume API) ---------------------
+    @property
+    def supports_resume(self) -> bool:
+        return True
+
+    def initial_state(self, x: Tensor) -> State:
+        zeros = x.new_zeros(x.shape[0], self.config.num_layers, self.config.hidden_size)
+        return {"h": zeros, "c": zeros}  # [B, layers, H]
+
+    def step(self, x_t: Tensor, state: State, t: int) -> tuple[Tensor, State]:
+        hs, cs = state["h"], state["c"]
+        if self.wants("controller.state"):
+            h_in, c_in = state_site(self, t, hs.transpose(0, 1), cs.transpose(0, 1), layer_first=True)
+            hs, cs = h_in.transpose(0, 1), c_in.transpose(0, 1)
+        h, new_h, new_c = x_t, [], []  # h: [B, input]
+        for i, cell in enumerate(self.cells):
+            h, c = cell(h, (hs[:, i], cs[:, i]))
+            new_h.append(h)
+            new_c.append(c)
+        new_c[-1] = self.site("controller.cell", c, t)
+        h = self.site("controller.output", h, t)  # [B, H]
+        return self.head(h), {"h": torch.stack(new_h, dim=1), "c": torch.stack(new_c, dim=1)}

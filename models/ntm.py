@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import bottleneck as vib
 from .cuts import check_cut, gates
-from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
+from .sites import SiteModel, SiteSpec, State, controller_state_spec, output_spec, state_site
 
 MEMORY_INITS = ("constant", "learned", "random")
 HEAD_ACTIVATIONS = ("standard", "pytorch-ntm-2017")
@@ -230,43 +230,56 @@ class NTM(SiteModel):
         return head_activations(raw, self.config.memory_width, self.n_shifts, self.config.head_activation, writes)
 
     def compute(self, x: Tensor) -> Tensor:
+        return self.compute_steps(x)
+
+    # -- the recurrence, one step at a time (the site contract's resume API) ---------------------
+    @property
+    def supports_resume(self) -> bool:
+        return True
+
+    def initial_state(self, x: Tensor) -> State:
         c = self.config
-        B, T, _ = x.shape
-        R, W, N = c.read_heads, c.write_heads, c.memory_slots
-        memory = self.initial_memory(B)  # [B, N, M]
-        reads = self.read_init.unsqueeze(0).expand(B, -1, -1)  # [B, R, M]
-        w_read = x.new_zeros(B, R, N)
-        w_write = x.new_zeros(B, W, N)
-        state = self.controller.initial(B)
-        keep = None
+        B = x.shape[0]
+        h, cell = self.controller.initial(B)  # [L, B, H]; the state keeps every tensor batch-first
+        state = dict(memory=self.initial_memory(B),  # [B, N, M]
+                     reads=self.read_init.unsqueeze(0).expand(B, -1, -1),  # [B, R, M]
+                     w_read=x.new_zeros(B, c.read_heads, c.memory_slots),
+                     w_write=x.new_zeros(B, c.write_heads, c.memory_slots),
+                     h=h.transpose(0, 1), c=cell.transpose(0, 1))
         if self.training and c.bypass_dropout > 0:
             # stochastic depth on the non-memory path, per sequence, rescaled
-            keep = (torch.rand(B, 1, device=x.device) >= c.bypass_dropout).to(x.dtype) / (1 - c.bypass_dropout)
-        mem_gate, byp_gate, reads_in = gates(c.cut, T, x)
-        code = self.bottleneck if self._has_bottleneck else None
-        if code is not None:
-            code.reset()
-        outs = []
-        for t in range(T):
-            state = state_site(self, t, *state, layer_first=True)
-            fed = reads if reads_in else reads * 0  # a cut (models/cuts.py) keeps reads out of the controller
-            h, state = self.controller(torch.cat([x[:, t], fed.flatten(1)], dim=-1), state)  # [B, H]
-            p = self._heads(self.read_head, h, R, writes=False)
-            w_read = address(memory, w_read, p["key"], p["beta"], p["gate"], p["s"], p["gamma"])
-            w_read = self.site("memory.read_weights", w_read, t)  # [B, R, N]
-            r = read(memory, w_read)  # [B, R, M], memory before this step's write
-            p = self._heads(self.write_head, h, W, writes=True)
-            w_write = address(memory, w_write, p["key"], p["beta"], p["gate"], p["s"], p["gamma"])
-            w_write = self.site("memory.write_weights", w_write, t)  # [B, W, N]
-            erase = self.site("memory.erase", p["erase"], t)  # [B, W, M]
-            add = self.site("memory.add", p["add"], t)
-            memory = write(memory, w_write, erase, add)
-            if self.wants("memory.matrix"):
-                memory = self.site("memory.matrix", memory, t)  # [B, N, M]
-            reads = self.site("memory.read", r, t)
-            # the recurrence keeps the unedited h; the site sees what enters the output layer
-            bypass = self.site("controller.output", h if code is None else code(h), t)
-            if keep is not None:
-                bypass = bypass * keep
-            outs.append(self.fc(torch.cat([bypass * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1)))
-        return torch.stack(outs, dim=1)  # [B, T, out]
+            state["keep"] = (torch.rand(B, 1, device=x.device) >= c.bypass_dropout).to(x.dtype) / (1 - c.bypass_dropout)
+        if self._has_bottleneck:
+            self.bottleneck.reset()
+        return state
+
+    def step(self, x_t: Tensor, state: State, t: int) -> tuple[Tensor, State]:
+        c = self.config
+        R, W = c.read_heads, c.write_heads
+        memory, reads = state["memory"], state["reads"]
+        mem_gate, byp_gate, reads_in = gates(c.cut, t + 1, x_t)
+        lstm_state = state_site(self, t, state["h"].transpose(0, 1).contiguous(),
+                                state["c"].transpose(0, 1).contiguous(), layer_first=True)
+        fed = reads if reads_in else reads * 0  # a cut (models/cuts.py) keeps reads out of the controller
+        h, (hs, cs) = self.controller(torch.cat([x_t, fed.flatten(1)], dim=-1), lstm_state)  # [B, H]
+        p = self._heads(self.read_head, h, R, writes=False)
+        w_read = address(memory, state["w_read"], p["key"], p["beta"], p["gate"], p["s"], p["gamma"])
+        w_read = self.site("memory.read_weights", w_read, t)  # [B, R, N]
+        r = read(memory, w_read)  # [B, R, M], memory before this step's write
+        p = self._heads(self.write_head, h, W, writes=True)
+        w_write = address(memory, state["w_write"], p["key"], p["beta"], p["gate"], p["s"], p["gamma"])
+        w_write = self.site("memory.write_weights", w_write, t)  # [B, W, N]
+        erase = self.site("memory.erase", p["erase"], t)  # [B, W, M]
+        add = self.site("memory.add", p["add"], t)
+        memory = write(memory, w_write, erase, add)
+        if self.wants("memory.matrix"):
+            memory = self.site("memory.matrix", memory, t)  # [B, N, M]
+        reads = self.site("memory.read", r, t)
+        # the recurrence keeps the unedited h; the site sees what enters the output layer
+        bypass = self.site("controller.output", self.bottleneck(h) if self._has_bottleneck else h, t)
+        if "keep" in state:
+            bypass = bypass * state["keep"]
+        logits = self.fc(torch.cat([bypass * byp_gate[t], reads.flatten(1) * mem_gate[t]], dim=-1))
+        new = dict(state, memory=memory, reads=reads, w_read=w_read, w_write=w_write,
+                   h=hs.transpose(0, 1), c=cs.transpose(0, 1))
+        return logits, new

@@ -41,7 +41,7 @@ from . import bottleneck as vib
 from .attention import SlidingWindowAttention
 from .cuts import check_cut, gates
 from .linear_memory import LinearMemory
-from .sites import Intervention, SiteModel, SiteSpec, output_spec, prefixed
+from .sites import Intervention, SiteModel, SiteSpec, State, output_spec, prefixed
 
 BLOCK_KINDS = ("memory", "ssm", "attention", "mlp")
 MEMORY_BLOCKS = ("memory", "ssm")
@@ -51,6 +51,9 @@ MEMORY_BLOCKS = ("memory", "ssm")
 # attention is the path parallel to memory; an MLP reads the residual stream after memory has
 # written to it, in series: removing it is not "removing the bypass".
 BLOCK_ROLES = {"memory": "memory", "ssm": None, "attention": "bypass", "mlp": "series"}
+# Blocks that can run one step at a time from a carried state (the resume API): a stack of
+# only these can be resumed; any other block makes `supports_resume` False.
+RESUMABLE_BLOCKS = ("memory", "mlp")
 NORMS = ("rms", "layer")
 
 
@@ -256,3 +259,41 @@ class SequenceModel(SiteModel):
                 r = r * (mem_gate if block.kind in MEMORY_BLOCKS else byp_gate)[:, None]
             h = h + r
         return self.head(self.norm_f(h))  # [B, T, out]
+
+    # -- one step at a time (the site contract's resume API) ---------------------------------------
+    # Memory blocks run their recurrent form (equal to the chunked one within float rounding);
+    # MLPs and norms act on each position alone. Stacks with other blocks are not resumable.
+    @property
+    def supports_resume(self) -> bool:
+        return all(block.kind in RESUMABLE_BLOCKS for block in self.layers)
+
+    def initial_state(self, x: Tensor) -> State:
+        if not self.supports_resume:
+            raise NotImplementedError(f"only stacks of {RESUMABLE_BLOCKS} blocks can be resumed step by step")
+        if self.training and self.config.bypass_dropout > 0:
+            raise ValueError("a stack resumed step by step runs for analysis: put the model in eval mode")
+        state: State = {}
+        for i, block in enumerate(self.layers):
+            if block.kind == "memory":
+                layer = block.mixer.initial_state(x.shape[0], self.head.weight)
+                state.update({f"layers.{i}.{name}": value for name, value in layer.items()})
+        return state
+
+    def step(self, x_t: Tensor, state: State, t: int) -> tuple[Tensor, State]:
+        c = self.config
+        h = self.embed(x_t.long()) if c.vocab_size is not None else self.embed(x_t)  # [B, d]
+        mem_gate, byp_gate, _ = gates(c.cut, t + 1, h)
+        new: State = {}
+        for i, block in enumerate(self.layers):
+            if block.kind == "memory":
+                prefix = f"layers.{i}."
+                own = {name[len(prefix):]: v for name, v in state.items() if name.startswith(prefix)}
+                r, own = block.mixer.step(block.norm(h), own, self.scope(f"layers.{i}"), t)
+                new.update({prefix + name: v for name, v in own.items()})
+            else:
+                r = block.mixer(block.norm(h))
+            r = self.site(out_site(i, block.kind), r, t)
+            if c.cut != "none" and block.kind != "mlp":  # after the site, as in `compute`
+                r = r * (mem_gate if block.kind in MEMORY_BLOCKS else byp_gate)[t]
+            h = h + r
+        return self.head(self.norm_f(h)), new

@@ -106,6 +106,11 @@ class SiteSpec:
 
 Replacement = Union[float, int, Tensor, Callable[[Tensor, int], Tensor]]
 
+# Everything a recurrence carries from one step into the next (controller h/c, memory, the
+# previous weightings and reads, a linear memory's matrix, a conv buffer), by name; every
+# tensor is batch-first `[B, ...]`, so states of runs can be tiled and concatenated by rows.
+State = dict[str, Tensor]
+
 
 @dataclass
 class Intervention:
@@ -361,11 +366,68 @@ class SiteModel(torch.nn.Module):
         """Site calls for a sub-layer, its names prefixed (`layers.2.` + `memory.read`)."""
         return SiteScope(self, prefix)
 
+    # -- optional: resuming the recurrence from a saved state -----------------------------------
+    # A model whose computation is a recurrence over timesteps can expose it one step at a
+    # time: `initial_state(x)` is the state entering step 0, `step(x_t, state, t)` computes
+    # step t (its site calls use the absolute step t) and returns the logits and the state
+    # entering t + 1. Exact patching then computes a run's prefix once and resumes every
+    # patch at t from the state entering t (analysis/prefix.py). Models without it keep
+    # `supports_resume` False and are patched by full forward passes.
+    @property
+    def supports_resume(self) -> bool:
+        return False
+
+    def initial_state(self, x: Tensor) -> State:
+        """The state entering step 0, for prepared inputs `x` `[B, T, ...]`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be resumed step by step")
+
+    def step(self, x_t: Tensor, state: State, t: int) -> tuple[Tensor, State]:
+        """Timestep t: `x_t` `[B, ...]` -> (logits `[B, out]`, the state entering t + 1)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be resumed step by step")
+
+    def compute_steps(self, x: Tensor) -> Tensor:
+        """`compute` as the plain loop over `step`, for models whose forward pass is that loop."""
+        state = self.initial_state(x)
+        outs = []
+        for t in range(x.shape[1]):
+            logits, state = self.step(x[:, t], state, t)
+            outs.append(logits)
+        return torch.stack(outs, dim=1)
+
+    def run_steps(self, x: Tensor, state: State | None = None, start: int = 0, stop: int | None = None,
+                  keep_states: bool = False) -> tuple[Tensor, State, list[State]]:
+        """Steps start..stop-1 of inputs `x` `[B, T, ...]` (the whole sequence, so that steps and
+        interventions keep their absolute indices), from `state`, the state entering `start`
+        (None: the initial state, with start 0). Returns the logits `[B, stop - start, out]`,
+        the state entering `stop`, and with `keep_states` the state entering each step run.
+        Attached hooks see the run as a forward pass (the `output` site included)."""
+        x = self.prepare_input(x)
+        stop = x.shape[1] if stop is None else stop
+        if not 0 <= start <= stop <= x.shape[1]:
+            raise ValueError(f"steps {start}..{stop} are outside this run's {x.shape[1]} steps")
+        if state is None:
+            if start:
+                raise ValueError("resuming at a step after 0 needs the state entering it")
+            state = self.initial_state(x)
+        self.begin_run(x.shape[0], x.shape[1])
+        outs, states = [], []
+        for t in range(start, stop):
+            if keep_states:
+                states.append(state)
+            logits, state = self.step(x[:, t], state, t)
+            outs.append(self.site("output", logits, t))
+        logits = torch.stack(outs, dim=1) if outs else x.new_zeros(x.shape[0], 0, self.config.output_size)
+        return logits, state, states
+
     # -- public ---------------------------------------------------------------------------
+    def begin_run(self, batch: int, steps: int) -> None:
+        """Tell the attached hooks a run of `batch` rows and `steps` timesteps starts."""
+        if self._bus is not None:
+            self._bus.begin(batch, steps)
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepare_input(x)
-        if self._bus is not None:
-            self._bus.begin(x.shape[0], x.shape[1])
+        self.begin_run(x.shape[0], x.shape[1])
         logits = self.compute(x)
         return self.site_seq("output", logits)
 
