@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..deps import AuthDep, StoreDep
 from ..errors import Invalid, UnsupportedMedia
@@ -80,7 +81,12 @@ _UPLOAD_BODY = {
 async def upload_probe(request: Request, response: Response, store: StoreDep, _: AuthDep) -> dict:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UnsupportedMedia("expected multipart/form-data with the JSONL in the field `file`")
-    async with request.form(max_files=2, max_fields=1) as form:
+    try:
+        form = await request.form(max_files=2, max_fields=1)
+    except StarletteHTTPException as exc:  # malformed multipart, too many parts: the request's fault
+        raise Invalid(f"the upload could not be read ({exc.detail}); a probe upload has the fields file, "
+                      "tokenizer (optional) and name (optional)") from None
+    try:
         probe, tokenizer, name = form.get("file"), form.get("tokenizer"), form.get("name")
         if not isinstance(probe, UploadFile):
             raise Invalid("no file: send the JSONL in the multipart field `file`")
@@ -89,6 +95,8 @@ async def upload_probe(request: Request, response: Response, store: StoreDep, _:
         data = await probe.read()
         tokenizer_json = await tokenizer.read() if tokenizer is not None else None
         filename = probe.filename
+    finally:
+        await form.close()
     record, created = await run_in_threadpool(service.ingest, store, data, filename,
                                               name if isinstance(name, str) else None, tokenizer_json)
     response.status_code = 201 if created else 200
