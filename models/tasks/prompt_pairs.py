@@ -149,7 +149,7 @@ class PromptPairsParams:
     """Not a `TaskParams` table: the pairs are data, not a number in a range. Checked here."""
 
     task_name: ClassVar[str] = "prompt_pairs"
-    vocab_size: int = 64
+    vocab_size: int = 0  # the model's vocabulary: no default fits every model
     pairs: list = field(default_factory=list)
     probe: str = ""  # where the pairs came from (a server's probe id), for people reading the spec
 
@@ -157,7 +157,8 @@ class PromptPairsParams:
         name = self.task_name
         if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or \
                 not 2 <= self.vocab_size <= MAX_VOCAB:
-            raise ValueError(f"{name}: vocab_size must be an integer in [2, {MAX_VOCAB}], got {self.vocab_size!r:.40}")
+            raise ValueError(f"{name}: vocab_size (the model's vocabulary) must be an integer in [2, {MAX_VOCAB}], "
+                             f"got {self.vocab_size!r:.40}")
         if not isinstance(self.probe, str) or len(self.probe) > 200:
             raise ValueError(f"{name}: probe must be a string (a probe id) of at most 200 characters")
         if not isinstance(self.pairs, list) or not self.pairs:

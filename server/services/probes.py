@@ -22,6 +22,7 @@ from typing import Any
 from mnemoscope.models.tasks.prompt_pairs import MAX_PAIRS, MAX_PROMPT_TOKENS, ProbeError, load_tokenizer, parse_probe
 
 from ..errors import Invalid, NotFound
+from ..middleware import MAX_JSON_BODY
 from ..store import Store, now
 from .checkpoints import ID_LENGTH
 from .uploads import sanitize_name
@@ -116,4 +117,5 @@ def task_params(store: Store | None, vocab: int | None, params: dict[str, Any]) 
     return params
 
 
-LIMITS = {"bytes": 1 << 20, "pairs": MAX_PAIRS, "tokens_per_prompt": MAX_PROMPT_TOKENS}
+# what the route documents: the body cap is the middleware's, the rest the parser's
+LIMITS = {"bytes": MAX_JSON_BODY, "pairs": MAX_PAIRS, "tokens_per_prompt": MAX_PROMPT_TOKENS}
