@@ -99,9 +99,10 @@ class ApiClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def request(self, method: str, path: str, *, json: Any = None, params: Mapping | None = None) -> Any:
+    def request(self, method: str, path: str, *, json: Any = None, params: Mapping | None = None,
+                files: Mapping | None = None, data: Mapping | None = None) -> Any:
         try:
-            response = self._http.request(method, path, json=json, params=params)
+            response = self._http.request(method, path, json=json, params=params, files=files, data=data)
         except httpx.TimeoutException:
             raise ApiError(f"the API at {self.base_url} did not answer {method} {path} in time") from None
         except httpx.TransportError as exc:
@@ -161,6 +162,24 @@ class ApiClient:
         if task_body:
             body["task"] = task_body
         return self.request("POST", f"/api/checkpoints/{_seg(checkpoint_id)}/trace", json=body)
+
+    # -- probes (prompt pairs) ---------------------------------------------------------------
+    def probes(self) -> list[dict]:
+        return _items(self.request("GET", "/api/probes"), "probes")
+
+    def probe(self, probe_id: str) -> dict:
+        return self.request("GET", f"/api/probes/{_seg(probe_id)}")
+
+    def upload_probe(self, filename: str, content: bytes, *, name: str | None = None,
+                     tokenizer: bytes | None = None) -> dict:
+        """POST a JSONL of prompt pairs (and the tokenizer.json its strings need)."""
+        files = {"file": (filename, content, "application/jsonl")}
+        if tokenizer is not None:
+            files["tokenizer"] = ("tokenizer.json", tokenizer, "application/json")
+        return self.request("POST", "/api/probes", files=files, data={"name": name} if name else None)
+
+    def delete_probe(self, probe_id: str) -> None:
+        self.request("DELETE", f"/api/probes/{_seg(probe_id)}")
 
     # -- jobs -------------------------------------------------------------------------------
     def kinds(self) -> list[dict]:

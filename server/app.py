@@ -38,7 +38,7 @@ from .sandbox import Sandbox
 from .services.analysis import execute
 from .services.isolated import HANDLERS
 from .services.jobs import on_done
-from .routers import sweeps as sweeps_router
+from .routers import probes as probes_router, sweeps as sweeps_router
 from .settings import Settings
 from .store import Store
 
@@ -110,7 +110,8 @@ def create_app(settings: Settings | None = None, kinds: Mapping[str, JobKind] | 
     app.add_middleware(HostAndOriginGuard, settings=settings)  # outermost: before CORS, body reads and routes
     _add_error_handlers(app)
     _document_errors(app)
-    for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router, sweeps_router.router):
+    for router in (health.router, checkpoints.router, jobs.build_router(kinds), kinds_router.router, sweeps_router.router,
+                   probes_router.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

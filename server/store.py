@@ -3,6 +3,7 @@
     <data_dir>/index.sqlite3              checkpoints and jobs tables
     <data_dir>/checkpoints/<sha256>.<ext> the uploaded bytes, named by their hash
     <data_dir>/results/<key>.json         job results, key = hash(checkpoint bytes, request)
+    <data_dir>/probes/<sha256>.jsonl      prompt-pair probes (token ids), named by their hash
     <data_dir>/tmp/                       uploads in flight; emptied at every start
 
 File names from clients never become paths: checkpoints are stored under their sha256,
@@ -71,6 +72,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at TEXT,
     finished_at TEXT
 );
+CREATE TABLE IF NOT EXISTS probes (
+    id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    pairs INTEGER NOT NULL,
+    patchable INTEGER NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    max_id INTEGER NOT NULL,
+    tokenized INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);
 CREATE INDEX IF NOT EXISTS jobs_checkpoint ON jobs(checkpoint_id);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
@@ -98,7 +112,8 @@ class Store:
         self.checkpoint_dir = self.root / "checkpoints"
         self.result_dir = self.root / "results"
         self.tmp_dir = self.root / "tmp"
-        for d in (self.root, self.checkpoint_dir, self.result_dir, self.tmp_dir):
+        self.probe_dir = self.root / "probes"
+        for d in (self.root, self.checkpoint_dir, self.result_dir, self.tmp_dir, self.probe_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.root / "index.sqlite3", check_same_thread=False, isolation_level=None)
@@ -150,6 +165,15 @@ class Store:
             for blob, ck_id in blobs.items():
                 if not (self.checkpoint_dir / blob).is_file():
                     self._delete_checkpoint_rows(ck_id)
+                    report["orphan_rows"] += 1
+            probes = {self._probe_file(row["sha256"]): row["id"] for row in self._db.execute("SELECT id, sha256 FROM probes")}
+            for entry in self.probe_dir.iterdir():
+                if entry.name not in probes:
+                    entry.unlink(missing_ok=True)
+                    report["orphan_files"] += 1
+            for name, probe_id in probes.items():
+                if not (self.probe_dir / name).is_file():
+                    self._db.execute("DELETE FROM probes WHERE id=?", (probe_id,))
                     report["orphan_rows"] += 1
             cur = self._db.execute(
                 "UPDATE jobs SET status='failed', error=?, finished_at=? WHERE status IN ('queued','running')",
@@ -313,6 +337,56 @@ class Store:
             jobs = dict(self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
         return {"checkpoints": checkpoints, "jobs": jobs}
 
+    # -- probes (prompt pairs) ------------------------------------------------------------------
+    @staticmethod
+    def _probe_file(sha256: str) -> str:
+        if not sha256 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"bad probe hash {sha256!r}")
+        return f"{sha256}.jsonl"
+
+    def probe_path(self, record: dict) -> Path:
+        return self.probe_dir / self._probe_file(record["sha256"])
+
+    def add_probe(self, data: bytes, record: dict) -> tuple[dict, bool]:
+        """Store a validated probe's bytes under its sha256 and index it. Returns (record,
+        created); the same bytes stored before give the existing record, created=False.
+        The file is in place (atomically) before its row, as for checkpoints."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM probes WHERE sha256=?", (record["sha256"],)).fetchone()
+            if row is not None:
+                return dict(row), False
+            target = self.probe_path(record)
+            write_atomic(target, data)
+            cols = list(record)
+            try:
+                self._db.execute(f"INSERT INTO probes ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                                 [record[c] for c in cols])
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+            return self.get_probe(record["id"]), True
+
+    def get_probe(self, probe_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM probes WHERE id=?", (probe_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def list_probes(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM probes ORDER BY created_at, id").fetchall()
+        return [dict(r) for r in rows]
+
+    def delete_probe(self, probe_id: str) -> dict | None:
+        """Remove a probe (row first, then its file). Jobs that used it keep their results:
+        their requests hold the pairs themselves."""
+        with self._lock:
+            record = self.get_probe(probe_id)
+            if record is None:
+                return None
+            self._db.execute("DELETE FROM probes WHERE id=?", (probe_id,))
+            self.probe_path(record).unlink(missing_ok=True)
+            return record
+
     # -- checks ---------------------------------------------------------------------------------
     def consistency_problems(self) -> list[str]:
         """Every row has its file, every file its row, every done job its result, no temp files."""
@@ -329,6 +403,10 @@ class Store:
                      if not self.result_path(k).is_file()]
         problems += [f"jobs refer to missing checkpoint {c}" for c in sorted(job_cks - ck_ids)]
         problems += [f"temp file left: {p.name}" for p in self.tmp_dir.iterdir()]
+        probe_files = {self._probe_file(r["sha256"]) for r in self.list_probes()}
+        present = {p.name for p in self.probe_dir.iterdir()}
+        problems += [f"probe file {f} is missing" for f in sorted(probe_files - present)]
+        problems += [f"probe file {f} has no row" for f in sorted(present - probe_files)]
         return problems
 
 

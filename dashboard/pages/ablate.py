@@ -230,6 +230,7 @@ def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, 
 PAGE = jobpage.JobPage(
     name=PATH,
     kind="ablations",
+    probes=True,  # ablate on an uploaded prompt-pair probe instead of the checkpoint's task
     controls=controls,
     form=("sites", "mode", "steps"),
     sites_default=("read",),

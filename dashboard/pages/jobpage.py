@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
+from .. import probes
 from ..api import FINISHED, ApiClient, ApiError
 from ..components import card_grid, empty_figure, error_box, export_buttons, graph_card, progress_view
 from .common import NumberField, checkpoint_dropdown, field, page_boot, site_options, sites_of_kind, split_list
@@ -71,6 +72,7 @@ class JobPage:
     multi: bool = False  # several checkpoints at once
     checkpoint_hint: str = "choose a checkpoint"  # the picker's placeholder
     no_checkpoint: str = "choose a checkpoint first"  # the message when Run is pressed without one
+    probes: bool = False  # a task chooser: the checkpoint's own task or an uploaded prompt-pair probe
 
     def id(self, part: str) -> str:
         return f"{self.name}-{part}"
@@ -124,6 +126,8 @@ class JobPage:
 
     def register(self, app, context) -> None:
         register(app, context, self)
+        if self.probes:
+            probes.register(app, context, self.name, self.id("boot"))
         if self.sites_default is not None:
             register_site_picker(app, context, self, self.sites_default)
 
@@ -140,6 +144,8 @@ def page_layout(page: JobPage, params: Mapping[str, str]) -> html.Div:
                                        placeholder=page.checkpoint_hint), grow=True)
     rows = page.controls(params) if page.controls else [[]]
     rows[0].insert(0, picker)
+    if page.probes:
+        rows[-1].append(probes.probe_field(page.name))
     rows[-1] += [*[field(n.name.capitalize(), n.control(params.get(n.field))) for n in page.number_fields],
                  html.Button(page.run_label, id=page.id("run"), className="ms-btn ms-btn-primary"),
                  export_buttons(page.name)]
@@ -309,9 +315,10 @@ def run_or_poll(api: ApiClient, requests: Requests | None, jobs: Mapping[str, Ma
 
 
 def run_step(page: JobPage, api: ApiClient, trigger: Any, checkpoint: Any, form: Sequence[Any],
-             state: Mapping | None) -> dict:
-    """The run-and-poll callback's work: on Run, check the form and start the page's jobs;
-    on a poll tick, poll them; once all are done, the page's outputs from `render`.
+             state: Mapping | None, probe: str | None = None) -> dict:
+    """The run-and-poll callback's work: on Run, check the form and start the page's jobs
+    (on the chosen `probe` as their task, when there is one); on a poll tick, poll them;
+    once all are done, the page's outputs from `render`.
     Returns {"jobs" (the store), "poll_disabled", "progress", "error", and every output
     key (no_update where unchanged)}."""
     out: dict[str, Any] = {key: no_update for key, _, _ in page.outputs}
@@ -324,6 +331,7 @@ def run_step(page: JobPage, api: ApiClient, trigger: Any, checkpoint: Any, form:
             if not checkpoint:
                 raise ValueError(page.no_checkpoint)
             requests, memo = page.submit(page, api.kinds(), checkpoint, *form)
+            requests = probes.with_probe(requests, probe)
         except (ValueError, ApiError) as exc:
             return {**out, "jobs": state or None, "poll_disabled": True, "progress": no_update, "error": str(exc)}
         state = {"memo": memo}
@@ -384,14 +392,16 @@ def register(app, context, page: JobPage) -> None:
         Input(page.id("autorun"), "data"),
         State(page.id("checkpoint"), "value"),
         *[State(page.id(part), "value") for part in page.form_keys],
+        *([State(page.id("probe"), "value")] if page.probes else []),
         State(page.id("jobs"), "data"),
         State("token-input", "value"),
         prevent_initial_call=True,
     )
     def _run(_clicks, _tick, _autorun, checkpoint, *rest):
         *form, state, token = rest
+        probe = form.pop() if page.probes else None
         with context.client(token) as api:
-            out = run_step(page, api, ctx.triggered_id, checkpoint, form, state)
+            out = run_step(page, api, ctx.triggered_id, checkpoint, form, state, probe)
         return (out["jobs"], next_wait(out["poll_disabled"], page.id("poll")), out["progress"], error_box(out["error"]),
                 *[out[key] for key in keys])
 

@@ -189,6 +189,7 @@ def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, 
 PAGE = jobpage.JobPage(
     name=PATH,
     kind="patching",
+    probes=True,  # patch an uploaded prompt-pair probe's clean/corrupted pairs
     controls=controls,
     form=("sites", "direction", "mode"),
     sites_default=(),  # none chosen: the server patches every memory site and the bypass

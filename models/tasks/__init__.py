@@ -14,7 +14,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def _load_all() -> None:
-    from . import copy, recall  # noqa: F401  (registers copy, repeat_copy, associative_recall, mqar)
+    from . import copy, induction, prompt_pairs, recall  # noqa: F401  (registers copy, repeat_copy, associative_recall, mqar, induction, prompt_pairs)
 
 
 def make_task(spec: dict | str, **overrides) -> Task:

@@ -181,10 +181,15 @@ class AssociativeRecall(BitsTask):
         return self.params.item_length * self.params.bits / 2
 
 
-FILLER = 0  # token id of every non-pair, non-query position; never a key or a value
+FILLER = 0  # the default token id of every non-pair, non-query position; never a key or a value
 
 
-MAX_VOCAB = 1 << 16  # token ids; the one-hot inputs and the logits are this wide
+# token ids; the one-hot inputs and the logits are this wide. Large enough for the vocabularies
+# of language models (Qwen's 151,936, Gemma's 256,000), whose tokens MQAR can draw from a range of.
+MAX_VOCAB = 1 << 18
+
+
+RANGE_PARAMS = ("id_low", "id_high", "filler")  # MQAR over a chosen range of a big vocabulary
 
 
 @dataclass
@@ -196,16 +201,50 @@ class MQARParams(TaskParams):
     # seq_len here, so smaller values only look different; above 16 the last gaps take
     # nearly all the mass, and past ~60 the weights overflow float64 (torch.multinomial fails).
     power_a: float = param(0.01, 1e-3, 16.0, "power law of the query gaps: small puts queries near the pairs, 1 is uniform")
+    # A language model's vocabulary is mostly ids the task should not touch (special tokens,
+    # byte pieces): keys and values can come from one chosen range of it instead of all of it.
+    id_low: int = param(0, 0, MAX_VOCAB - 1, "first token id keys and values are drawn from (keys the lower half of the range, values the upper)")
+    id_high: int = param(0, 0, MAX_VOCAB, "one past the last token id drawn from; 0: vocab_size")
+    filler: int = param(FILLER, 0, MAX_VOCAB - 1, "token id of every non-pair, non-query position; never a key or a value")
+
+    @property
+    def id_end(self) -> int:
+        """One past the last id of the range (id_high, or vocab_size when id_high is 0)."""
+        return self.id_high or self.vocab_size
+
+    @property
+    def id_middle(self) -> int:
+        """Keys are below it, values from it on."""
+        return (self.id_low + self.id_end) // 2
+
+    def key_ids(self) -> Tensor:
+        """The ids keys are drawn from: the lower half of the range, less the filler."""
+        ids = torch.arange(self.id_low, self.id_middle)
+        return ids[ids != self.filler]
+
+    def value_ids(self) -> Tensor:
+        """The ids values are drawn from: the upper half of the range, less the filler."""
+        ids = torch.arange(self.id_middle, self.id_end)
+        return ids[ids != self.filler]
 
     def check(self) -> None:
         n, V = self.num_pairs, self.vocab_size
-        if V // 2 - 1 < n:
+        if self.id_end > V:
+            raise ValueError(f"{self.task_name}: id_high {self.id_end} is past vocab_size {V} (ids are 0..{V - 1})")
+        if self.filler >= V:
+            raise ValueError(f"{self.task_name}: filler {self.filler} is not a token id of vocab_size {V}")
+        if self.id_low >= self.id_end:
+            raise ValueError(f"{self.task_name}: id_low ({self.id_low}) must be below id_high ({self.id_end})")
+        keys, values = len(self.key_ids()), len(self.value_ids())
+        if keys < n:
             raise ValueError(
-                f"{self.task_name}: vocab_size {V} gives {V // 2 - 1} keys (ids 1..{V // 2 - 1}), fewer than num_pairs = {n}"
+                f"{self.task_name}: vocab_size {V} gives {keys} keys (ids {self.id_low}..{self.id_middle - 1}, less the filler {self.filler}), "
+                f"fewer than num_pairs = {n}"
             )
-        if V - V // 2 <= n:
+        if values <= n:
             raise ValueError(
-                f"{self.task_name}: vocab_size {V} gives {V - V // 2} values, need more than num_pairs = {n} (one spare for patching)"
+                f"{self.task_name}: vocab_size {V} gives {values} values (ids {self.id_middle}..{self.id_end - 1}, "
+                f"less the filler), need more than num_pairs = {n} (one spare for patching)"
             )
         if self.seq_len < 4 * n:
             raise ValueError(
@@ -220,7 +259,10 @@ class MQAR(ClassesTask):
     Token ids `[B, T]`, T = seq_len. Keys are drawn without replacement from ids
     [1, vocab/2), values without replacement from [vocab/2, vocab), so the halves are
     disjoint; id 0 (`FILLER`) fills every other position (Zoology's
-    `random_non_queries=False`). The first 2*num_pairs positions are k v k v ...; then
+    `random_non_queries=False`). For a language model's vocabulary, `id_low`/`id_high`
+    narrow the ids to one range [id_low, id_high) (keys its lower half, values its upper
+    half) and `filler` sets the filler id, which is never a key or a value; the defaults
+    are the layout above, batch for batch. The first 2*num_pairs positions are k v k v ...; then
     every key appears once more as a query, at position 2*num_pairs + 2*gap, the gaps
     drawn without replacement from [0, (seq_len - 2*num_pairs)//2) with
     p(gap) ~ power_a * (gap+1)^(power_a - 1) (power_a = 0.01 puts most queries near
@@ -236,7 +278,8 @@ class MQAR(ClassesTask):
         mask       .   .   .   .   .   .   x   .   .   .   .   .   x   .   .   .
 
     Metric: accuracy on the queried positions of each sequence, higher is better;
-    chance = 1/(number of values) = 1/(vocab/2): a guess among the values.
+    chance = 1/(number of values) = 1/(vocab/2): a guess among the values (the values of
+    the id range, when one is set).
     """
 
     name = "mqar"
@@ -257,17 +300,14 @@ class MQAR(ClassesTask):
     def max_steps(self) -> int:
         return self.params.seq_len
 
-    @property
-    def first_value(self) -> int:
-        """Token ids from here on are values, below it keys (and 0, the filler)."""
-        return self.params.vocab_size // 2
-
     def _sample(self, n: int, g: torch.Generator) -> tuple[Batch, Tensor, Tensor, Tensor]:
         _check_n(n)
         p = self.params
-        V, half, k = p.vocab_size, self.first_value, p.num_pairs
-        keys = torch.rand(n, half - 1, generator=g).argsort(-1)[:, :k] + 1
-        values = torch.rand(n, V - half, generator=g).argsort(-1)[:, :k] + half
+        key_ids, value_ids, k = p.key_ids(), p.value_ids(), p.num_pairs
+        # draws of the same shapes in the same order whatever the range, so the default
+        # range gives the batches it always gave
+        keys = key_ids[torch.rand(n, len(key_ids), generator=g).argsort(-1)[:, :k]]
+        values = value_ids[torch.rand(n, len(value_ids), generator=g).argsort(-1)[:, :k]]
         space = (p.seq_len - 2 * k) // 2
         weights = p.power_a * torch.arange(1, space + 1, dtype=torch.float64) ** (p.power_a - 1)
         gaps = torch.multinomial(weights.expand(n, space), k, replacement=False, generator=g)
@@ -277,7 +317,7 @@ class MQAR(ClassesTask):
     def _layout(self, keys: Tensor, values: Tensor, positions: Tensor) -> Batch:
         B, k = keys.shape
         T = self.params.seq_len
-        inputs = torch.full((B, T), FILLER, dtype=torch.long)
+        inputs = torch.full((B, T), self.params.filler, dtype=torch.long)
         inputs[:, 0 : 2 * k : 2] = keys
         inputs[:, 1 : 2 * k : 2] = values
         inputs.scatter_(1, positions, keys)
@@ -294,12 +334,12 @@ class MQAR(ClassesTask):
         the input and the answer at every query of that key differs."""
         g = generator(seed)
         clean, keys, values, positions = self._sample(n, g)
-        half = self.first_value
+        value_ids = self.params.value_ids()
         which = torch.randint(0, self.params.num_pairs, (n,), generator=g)
-        scores = torch.rand(n, self.params.vocab_size - half, generator=g)
-        scores.scatter_(1, values - half, -1.0)  # uniform among the unused values
+        scores = torch.rand(n, len(value_ids), generator=g)
+        scores.scatter_(1, torch.searchsorted(value_ids, values), -1.0)  # uniform among the unused values
         changed = values.clone()
-        changed[torch.arange(n), which] = scores.argmax(-1) + half
+        changed[torch.arange(n), which] = value_ids[scores.argmax(-1)]
         corrupted = self._layout(keys, changed, positions)
         return PatchPair(clean, corrupted, _differs(clean, corrupted))
 
@@ -318,4 +358,14 @@ class MQAR(ClassesTask):
         return phase * T + ordinal
 
     def chance(self, batch: Batch | None = None) -> float:
-        return 1.0 / (self.params.vocab_size - self.first_value)
+        return 1.0 / len(self.params.value_ids())
+
+    def spec(self) -> dict:
+        """The id-range parameters appear only when set: a spec from before they existed,
+        and the server's result keys made from it, stay what they were."""
+        spec = super().spec()
+        defaults = MQARParams()
+        for name in RANGE_PARAMS:
+            if spec["params"][name] == getattr(defaults, name):
+                del spec["params"][name]
+        return spec

@@ -41,11 +41,12 @@ def result_key(sha256: str, kind: str, request: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def normalize(kind: JobKind, record: dict, body: JobRequest, settings: Settings) -> dict:
-    """The task resolved to its full spec and the seed (every job has them), then the kind's own fields."""
+def normalize(kind: JobKind, record: dict, body: JobRequest, settings: Settings, store: Store | None = None) -> dict:
+    """The task resolved to its full spec and the seed (every job has them), then the kind's own fields.
+    With the `store`, the task may name a stored probe."""
     choice = body.task
     task = resolve_task(record, choice.name if choice else None, choice.params if choice else None,
-                        max_int=settings.max_task_param)
+                        max_int=settings.max_task_param, store=store)
     return {"task": task.spec(), "seed": body.seed, **kind.normalize(record, body, settings)}
 
 
@@ -55,7 +56,7 @@ def submit(store: Store, manager: JobManager, settings: Settings, checkpoint_id:
     that is done at once because the same request on the same bytes was computed before.
     A request over the budget is a 422 and a full queue a 429, before anything is stored."""
     record = get_or_404(store, checkpoint_id)
-    request = normalize(kind, record, body, settings)
+    request = normalize(kind, record, body, settings, store)
     budget.check_job(kind, record, request, settings)
     with _lock:
         record = get_or_404(store, checkpoint_id)
