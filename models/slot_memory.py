@@ -2,7 +2,12 @@
 
 Each slot holds a key and a value (width W). Tokens are routed to slots by a learned affinity
 
-    S[t] = softmax_i(router(x_t))                    [N], one distribution over slots per token
+    S[t] = softmax(router(x_t))[:N]                  [N]: a softmax over the N slots and one "no write"
+                                                     option, which is never chosen but takes mass
+
+The extra option lets a token decline to be written (filler, queries): under a plain softmax over
+slots every token would bring the same total write mass, so expert choice, which always takes top_k
+tokens, would overwrite the slots with filler as strongly as with what matters.
 
 and the routing decides which (token, slot) pairs write:
 
@@ -18,10 +23,15 @@ weights sums to at most one over slots. Within a chunk of C tokens slot i moves 
 given, a convex blend:
 
     n_i = tokens assigned to slot i in the chunk;   u[t, i] = w[t, i] / max(top_k, n_i)
-    K_i <- (1 - sum_t u[t, i]) K_i + sum_t u[t, i] k_t         (the same for V_i with v_t)
+    a_i = sum_t u[t, i]   (at most 1)
+    K_i <- (1 - a_i) K_i + sum_t u[t, i] k_t         (the same for V_i with v_t)
+    m_i <- (1 - a_i) m_i + a_i                       (the mass the slot has received, in [0, 1])
 
-so a slot that picks an irrelevant token (expert choice always picks top_k) with a small affinity
-barely changes, and a confident write replaces the slot.
+and a token reads K_i / m_i and V_i / m_i: the weighted mean of what the slot was given, recent
+writes weighing more (an empty slot reads as zero). A slot that picks an irrelevant token (expert
+choice always picks top_k) with a small affinity barely changes, and a confident write replaces it.
+Without the division a slot written with gate 0.05 would hold a key 20 times shorter than the
+token's, and content attention could not find it.
 
 Causality. Expert choice looks at every token of a chunk before it chooses, so a slot's choice at
 position t depends on tokens after t. Writes therefore land at chunk boundaries: the tokens of chunk c
@@ -62,6 +72,7 @@ from .linear_memory import NullScope
 from .sites import SiteSpec
 
 ROUTINGS = ("expert_choice", "token_choice")
+MIN_MASS = 1e-6  # below this a slot counts as empty; its contents are zero anyway
 
 
 def route(affinity: Tensor, routing: str, top_k: int, chunk: int, bias: Tensor | None = None) -> Tensor:
@@ -91,15 +102,18 @@ def chunk_states(u: Tensor, k: Tensor, v: Tensor, chunk: int) -> tuple[Tensor, T
     C = max(1, chunk)
     K = k.new_zeros(B, N, k.shape[-1])
     V = v.new_zeros(B, N, v.shape[-1])
+    mass = u.new_zeros(B, N, 1)
     keys, values = [], []
     for start in range(0, T, C):
         end = min(start + C, T)
-        keys.append(K.unsqueeze(1).expand(B, end - start, *K.shape[1:]))
-        values.append(V.unsqueeze(1).expand(B, end - start, *V.shape[1:]))
+        scale = 1.0 / mass.clamp(min=MIN_MASS)  # empty slots (mass 0, K = V = 0) read as zero
+        keys.append((K * scale).unsqueeze(1).expand(B, end - start, *K.shape[1:]))
+        values.append((V * scale).unsqueeze(1).expand(B, end - start, *V.shape[1:]))
         uc = u[:, start:end]  # [B, c, N]
-        keep = 1.0 - uc.sum(1)  # [B, N]
-        K = keep.unsqueeze(-1) * K + uc.transpose(1, 2) @ k[:, start:end]
-        V = keep.unsqueeze(-1) * V + uc.transpose(1, 2) @ v[:, start:end]
+        a = uc.sum(1).unsqueeze(-1)  # [B, N, 1]
+        K = (1.0 - a) * K + uc.transpose(1, 2) @ k[:, start:end]
+        V = (1.0 - a) * V + uc.transpose(1, 2) @ v[:, start:end]
+        mass = (1.0 - a) * mass + a
     return torch.cat(keys, 1), torch.cat(values, 1)
 
 
@@ -134,7 +148,7 @@ class SlotMemory(nn.Module):
             # a short causal depthwise convolution, so a token's key, value and route can see its
             # predecessors (the value token of a pair knows its key), as in DeltaNet/Zoology
             self.conv = nn.Conv1d(d_model, d_model, conv_size, groups=d_model, padding=conv_size - 1)
-        self.router = nn.Linear(d_model, slots)
+        self.router = nn.Linear(d_model, slots + 1)  # the last column: "no write"
         self.q_proj = nn.Linear(d_model, W, bias=False)
         self.k_proj = nn.Linear(d_model, W, bias=False)
         self.v_proj = nn.Linear(d_model, W, bias=False)
@@ -165,7 +179,7 @@ class SlotMemory(nn.Module):
         """(affinity [B, T, N], q, k, v [B, T, W])."""
         if self.conv_size:
             x = self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)  # causal: drop the right padding
-        affinity = torch.softmax(self.router(x), dim=-1)
+        affinity = torch.softmax(self.router(x), dim=-1)[..., : self.slots]
         return affinity, self.q_proj(x) * self.width ** -0.5, self.k_proj(x), self.v_proj(x)
 
     def forward(self, x: Tensor, scope=None) -> Tensor:
@@ -214,6 +228,7 @@ def naive_route(affinity: Tensor, routing: str, top_k: int, chunk: int, bias: Te
     return mask
 
 
+@torch.no_grad()
 def naive_slot_memory(block: SlotMemory, x: Tensor) -> Tensor:
     """The block's forward token by token: read the slots, queue the token's writes, apply a chunk's
     writes when it ends. Shares the block's projections (`features`) and its routing reference."""
@@ -225,11 +240,13 @@ def naive_slot_memory(block: SlotMemory, x: Tensor) -> Tensor:
     for b in range(B):
         K = [torch.zeros(block.width, dtype=x.dtype) for _ in range(N)]
         V = [torch.zeros(block.width, dtype=x.dtype) for _ in range(N)]
+        mass = [torch.zeros((), dtype=x.dtype) for _ in range(N)]
         pending: list[tuple[int, int]] = []  # (token, slot) written at the chunk's end
         for t in range(T):
-            scores = torch.stack([q[b, t] @ K[i] for i in range(N)])
+            means = [(K[i] / max(float(mass[i]), MIN_MASS), V[i] / max(float(mass[i]), MIN_MASS)) for i in range(N)]
+            scores = torch.stack([q[b, t] @ means[i][0] for i in range(N)])
             weights = torch.softmax(scores, dim=0)
-            out[b, t] = sum(weights[i] * V[i] for i in range(N))
+            out[b, t] = sum(weights[i] * means[i][1] for i in range(N))
             pending += [(t, i) for i in range(N) if assigned[b, t, i]]
             if (t + 1) % block.chunk_size == 0 or t == T - 1:
                 for i in range(N):
@@ -238,6 +255,7 @@ def naive_slot_memory(block: SlotMemory, x: Tensor) -> Tensor:
                     keep = 1.0 - sum(shares)
                     K[i] = keep * K[i] + sum((u * k[b, s] for u, s in zip(shares, mine)), torch.zeros_like(K[i]))
                     V[i] = keep * V[i] + sum((u * v[b, s] for u, s in zip(shares, mine)), torch.zeros_like(V[i]))
+                    mass[i] = keep * mass[i] + (1.0 - keep)
                 pending = []
     return block.o_proj(out)
 

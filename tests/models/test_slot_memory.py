@@ -135,7 +135,7 @@ def test_loss_free_balancing_evens_the_load():
     torch.manual_seed(0)
     block = SlotMemory(8, slots=4, routing="token_choice", chunk_size=4, balance_bias_rate=0.02).train()
     with torch.no_grad():
-        block.router.bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))  # everyone prefers slot 0
+        block.router.bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0, 0.0]))  # everyone prefers slot 0 (the last: no write)
     x = torch.randn(8, 16, 8)
     before = route(block.features(x)[0], "token_choice", 1, 4).flatten(0, 1).sum(0)
     for _ in range(200):
@@ -150,3 +150,31 @@ def test_bad_settings_are_refused():
         _stack(routing="hash")
     with pytest.raises(ValueError, match="balance_bias_rate"):
         _stack(balance_bias_rate=-1.0)
+
+
+def test_train_cli_trains_a_slot_memory_with_token_choice_and_balancing(tmp_path):
+    from mnemoscope.cli import main
+    from mnemoscope.models.checkpoints import load_checkpoint
+
+    out = tmp_path / "run"
+    rc = main(["train", "--arch", "sequence", "--task", "mqar", "--task-param", "vocab_size=16",
+               "--task-param", "seq_len=16", "--task-param", "num_pairs=2", "--steps", "3", "--batch-size", "4",
+               "--model-param", 'blocks=["slot_memory", "mlp"]', "--model-param", "d_model=8",
+               "--model-param", "slots=4", "--slot-routing", "token_choice", "--balance-bias-rate", "0.05",
+               "--eval-size", "4", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    ckpt = load_checkpoint(out / "final.safetensors")
+    assert ckpt.meta.config["routing"] == "token_choice" and ckpt.meta.config["balance_bias_rate"] == 0.05
+    bias = ckpt.model.layers[0].mixer.balance_bias
+    # three steps of +-0.05 (or 0) per slot, saved with the weights
+    assert bias.abs().sum() > 0 and bias.abs().max() <= 0.15 + 1e-6
+    torch.testing.assert_close(bias / 0.05, (bias / 0.05).round())
+
+
+def test_train_help_lists_the_slot_options(capsys):
+    from mnemoscope.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--slot-routing" in text and "--balance-bias-rate" in text
