@@ -152,9 +152,13 @@ def trained_remedies(ckpt: Mapping[str, Any]) -> list[str]:
     """The remedies (mnemoscope.models.remedies.REMEDIES) a checkpoint was trained with, one short
     phrase each, from its config and the training options `mnemoscope train` stores (`extra.train`)."""
     config = ckpt.get("config") or {}
-    train = (ckpt.get("extra") or {}).get("train") or {}
+    extra = ckpt.get("extra") or {}
+    train = extra.get("train") or {}
+    zoo_remedies = (extra.get("zoo") or {}).get("remedies") or {}  # a zoo recipe says which fields were remedies
     blocks = config.get("blocks") or []
     found = []
+    if zoo_remedies.get("controller_size") is not None:
+        found.append(f"small controller {zoo_remedies['controller_size']}")
     if (config.get("bypass_dropout") or 0) > 0:
         found.append(f"bypass dropout {config['bypass_dropout']:g}")
     if config.get("memory_init") == "constant":

@@ -29,3 +29,9 @@ def test_slot_memory_routing_and_balancing():
 def test_the_exported_rows_carry_the_remedies():
     rows = table_rows([{"id": "a", "config": {"bypass_dropout": 0.5}}])
     assert rows[0]["remedies"] == ["bypass dropout 0.5"]
+
+
+def test_a_zoo_checkpoint_names_its_small_controller():
+    ckpt = {"config": {"controller_size": 16}, "extra": {"zoo": {"remedies": {"controller_size": 16}}}}
+    assert trained_remedies(ckpt) == ["small controller 16"]
+    assert trained_remedies({"config": {"controller_size": 256}}) == []  # a field alone is no remedy
