@@ -14,7 +14,8 @@
                `read_weights`, `matrix`, `read` like an NTM's
 
 Sites. Each block's residual contribution f_i(norm_i(h)) is one site `layers.{i}.<kind>.out` [d_model]:
-    layers.{i}.memory.out, layers.{i}.ssm.out        kind "read": what memory hands the residual stream
+    layers.{i}.memory.out, layers.{i}.ssm.out,       kind "read": what memory hands the residual stream
+    layers.{i}.slot_memory.out
     layers.{i}.attention.out, layers.{i}.mlp.out     kind "bypass": the paths around memory
 so ablating memory versus local attention is one call each: `model.ablation("memory")` and
 `model.ablation("attention")` give the interventions zeroing every such block's contribution (and

@@ -178,3 +178,24 @@ def test_train_help_lists_the_slot_options(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "--slot-routing" in text and "--balance-bias-rate" in text
+
+
+def test_the_analyses_and_the_explore_page_pick_up_the_slot_sites():
+    from mnemoscope.analysis.entropy import weight_entropy
+    from mnemoscope.analysis.utilization import utilization
+    from mnemoscope.dashboard.explore_data import site_roles
+    from mnemoscope.models.tasks import make_task
+
+    task = make_task({"name": "mqar", "params": {"vocab_size": 16, "seq_len": 16, "num_pairs": 2}})
+    model = _stack(output_size=task.output_size)
+    batch = task.sample(4, seed=0)
+    usage = utilization(model, task, batch)
+    assert [s.name for s in usage.slots] == ["layers.0.memory.write_weights", "layers.0.memory.read_weights"]
+    assert usage.slots[0].slots == 6
+    matrix = [s for s in usage.states if s.name == "layers.0.memory.matrix"]
+    assert matrix and matrix[0].distinct_axis == "slot"
+    assert {s.name for s in weight_entropy(model, task, batch).sites} >= {"layers.0.memory.write_weights",
+                                                                            "layers.0.memory.read_weights"}
+    roles = site_roles([s.to_dict() for s in model.site_specs().values()], layer=0)
+    assert roles["read"] == ["layers.0.memory.read_weights"] and roles["write"] == ["layers.0.memory.write_weights"]
+    assert roles["matrix"] == ["layers.0.memory.matrix"]
