@@ -5,10 +5,6 @@ Each slot holds a key and a value (width W). Tokens are routed to slots by a lea
     S[t] = softmax(router(x_t))[:N]                  [N]: a softmax over the N slots and one "no write"
                                                      option, which is never chosen but takes mass
 
-The extra option lets a token decline to be written (filler, queries): under a plain softmax over
-slots every token would bring the same total write mass, so expert choice, which always takes top_k
-tokens, would overwrite the slots with filler as strongly as with what matters.
-
 and the routing decides which (token, slot) pairs write:
 
     expert_choice  each slot picks the top_k tokens of a chunk by S[t, i] (Zhou et al. 2022,
@@ -19,7 +15,11 @@ and the routing decides which (token, slot) pairs write:
                    for Mixture-of-Experts"): a per-slot bias for selection only, never in the gate
 
 A chosen pair writes with gate w[t, i] = S[t, i] (the un-biased affinity), so a row of the write
-weights sums to at most one over slots. Within a chunk of C tokens slot i moves towards what it was
+weights sums to at most one over slots. The "no write" option lets a token decline to be written:
+under a plain softmax over slots every token would bring the same total write mass, and expert
+choice, which always takes top_k tokens, would overwrite the slots with filler as strongly as with
+what matters. (A router can also learn a junk slot that takes the filler; the zoo's
+`mqar-slot-memory` does that, and its key tokens use the option.) Within a chunk of C tokens slot i moves towards what it was
 given, a convex blend:
 
     n_i = tokens assigned to slot i in the chunk;   u[t, i] = w[t, i] / max(top_k, n_i)
@@ -39,8 +39,8 @@ read the slots as they stood after chunk c - 1, and chunk c's writes become read
 on. A running top-k (each slot keeps the best k tokens seen so far and replaces one when a better
 token arrives) would also be causal, but it needs a per-slot eviction rule (a replaced token's write
 has to be undone) and its choices depend on where a sequence starts; chunks keep expert choice
-exactly as in the MoE papers, over a set of tokens, and make the delay explicit: a token is readable
-at most 2C - 1 steps after it arrives, at least 1. Token choice uses the same chunk schedule, so the
+exactly as in the MoE papers, over a set of tokens, and make the delay explicit: a token becomes
+readable between 1 (the last of its chunk) and C (the first) steps after it arrives. Token choice uses the same chunk schedule, so the
 two routings differ only in who chooses.
 
 Reads: each token's query attends over the slots' keys, softmax over the N slots (the slots as they
@@ -54,7 +54,7 @@ slot ranks, and every slot's load is top_k, so the update is zero.
 
 Sites (layer-local names; a stacked model prefixes them with `layers.<i>.`), all per timestep:
   memory.write_weights  [1, N]      which slots token t was written into, with what gate (zero rows:
-                                    tokens no slot chose); at most one per row
+                                    tokens no slot chose); a row sums to at most one
   memory.read_weights   [1, N]      content attention of token t over the slots
   memory.matrix         [N, 2W]     the slots token t reads: keys then values, on request
   memory.read           [1, W]      what token t reads, before the output projection
@@ -169,7 +169,8 @@ class SlotMemory(nn.Module):
             SiteSpec("memory.read_weights", "read_weights", (1, N), ("head", "slot"), distribution=True,
                      doc="content attention over the slots' keys"),
             SiteSpec("memory.matrix", "state", (N, 2 * W), ("slot", "feature"), on_request=True,
-                     doc="the slots token t reads (keys, then values): as they stood after the previous chunk"),
+                     doc="the slots token t reads, as they stood after the previous chunk: each slot's weighted "
+                         "mean of what it was given (keys, then values); zero rows: empty slots"),
             SiteSpec("memory.read", "read", (1, W), ("head", "feature"),
                      doc="read value, before the output projection"),
         ]
