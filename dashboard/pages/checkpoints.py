@@ -150,7 +150,8 @@ def checkpoints_table(ckpts: Sequence[Mapping[str, Any]], running: Mapping[str, 
 
 def trained_remedies(ckpt: Mapping[str, Any]) -> list[str]:
     """The remedies (mnemoscope.models.remedies.REMEDIES) a checkpoint was trained with, one short
-    phrase each, from its config and the training options `mnemoscope train` stores (`extra.train`)."""
+    phrase each, from its config and the training options `mnemoscope train` stores (`extra.train`).
+    Fields an architecture lacks are simply absent, so any checkpoint works."""
     config = ckpt.get("config") or {}
     extra = ckpt.get("extra") or {}
     train = extra.get("train") or {}
@@ -161,6 +162,8 @@ def trained_remedies(ckpt: Mapping[str, Any]) -> list[str]:
         found.append(f"small controller {zoo_remedies['controller_size']}")
     if (config.get("bypass_dropout") or 0) > 0:
         found.append(f"bypass dropout {config['bypass_dropout']:g}")
+    if (config.get("bypass_bottleneck") or 0) > 0:  # the bypass information bottleneck's beta
+        found.append(f"bypass bottleneck {config['bypass_bottleneck']:g}")
     if config.get("memory_init") == "constant":
         found.append("constant memory init")
     if any(config.get(k) for k in ("masking", "deallocation", "sharpness")):

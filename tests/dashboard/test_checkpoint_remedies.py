@@ -10,10 +10,10 @@ def test_no_remedies_for_a_plain_checkpoint():
 
 
 def test_remedies_from_the_config_and_the_stored_training_options():
-    ckpt = {"config": {"bypass_dropout": 0.9, "memory_init": "constant", "masking": True},
+    ckpt = {"config": {"bypass_dropout": 0.9, "bypass_bottleneck": 0.01, "memory_init": "constant", "masking": True},
             "extra": {"train": {"extra_loss": "ReconstructionLoss(sites=['memory.read'], ...)",
                                 "curriculum": "LengthCurriculum(param='max_length')"}}}
-    assert trained_remedies(ckpt) == ["bypass dropout 0.9", "constant memory init", "DNC fixes",
+    assert trained_remedies(ckpt) == ["bypass dropout 0.9", "bypass bottleneck 0.01", "constant memory init", "DNC fixes",
                                       "reconstruction loss", "curriculum"]
 
 
