@@ -22,6 +22,9 @@ their source and how to switch them on (`mnemoscope train` has one option per re
                      Schmidhuber 2019) -- DNC `masking`, `deallocation`, `sharpness`
     short window     hybrids with short local-attention windows have to train their memory
                      (SWAX, Cabannes et al. 2025) -- sequence `window`
+    expert choice    slots that choose the tokens they store (Zhou et al. 2022), or token choice
+                     with loss-free balancing (Wang et al. 2024) -- sequence `slot_memory` block,
+                     `routing`, `balance_bias_rate` (models/slot_memory.py)
 
     loss = reconstruction_loss(model, task, horizon=6, weight=1.0)
     train(model, task, TrainConfig(steps=2000), extra_loss=loss, record=loss.sites)
@@ -90,6 +93,15 @@ REMEDIES: tuple[Remedy, ...] = (
            "memory better when the window is short",
            "a short local-attention window cannot see far back, so long-range recall has to go "
            "through memory", "--window W"),
+    Remedy("expert_choice_slots", "Zhou et al. 2022, 'Mixture-of-Experts with Expert Choice Routing' (NeurIPS)",
+           "a slot_memory block whose slots each choose the top-k tokens of a chunk to store, so every slot "
+           "is written by construction (models/slot_memory.py)",
+           "--slot-routing expert_choice (with --model-param blocks='[\"slot_memory\", \"mlp\"]')"),
+    Remedy("loss_free_balancing", "Wang et al. 2024, 'Auxiliary-Loss-Free Load Balancing Strategy for "
+           "Mixture-of-Experts' (arXiv:2408.15664)",
+           "token-choice slot routing with a per-slot bias on the routing scores (selection only), raised for "
+           "under-loaded slots after every training step instead of an auxiliary loss",
+           "--slot-routing token_choice --balance-bias-rate U"),
 )
 
 
@@ -201,7 +213,8 @@ DNC_FIXES = ("masking", "deallocation", "sharpness")
 
 def config_remedies(config_cls: type, arch: str, *, bypass_dropout: float | None = None,
                     bypass_bottleneck: float | None = None, controller_size: int | None = None,
-                    memory_init: str | None = None, dnc_fixes: bool = False, window: int | None = None) -> dict:
+                    memory_init: str | None = None, dnc_fixes: bool = False, window: int | None = None,
+                    slot_routing: str | None = None, balance_bias_rate: float | None = None) -> dict:
     """Model-config overrides for the remedies that are architecture fields. A remedy the
     architecture has no field for is an error naming the architectures that have one."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -218,10 +231,15 @@ def config_remedies(config_cls: type, arch: str, *, bypass_dropout: float | None
         wanted.update({k: True for k in DNC_FIXES})
     if window is not None:
         wanted["window"] = int(window)
+    if slot_routing is not None:
+        wanted["routing"] = slot_routing
+    if balance_bias_rate is not None:
+        wanted["balance_bias_rate"] = float(balance_bias_rate)
     where = {"bypass_dropout": "ntm, dnc, sequence",
              "bypass_bottleneck": "ntm, dnc, sequence (with an attention block)", "controller_size": "ntm, dnc",
              "memory_init": "ntm", "masking": "dnc", "deallocation": "dnc", "sharpness": "dnc",
-             "window": "sequence (with an attention block)"}
+             "window": "sequence (with an attention block)", "routing": "sequence (with a slot_memory block)",
+             "balance_bias_rate": "sequence (with a slot_memory block)"}
     for key in wanted:
         if key not in fields:
             raise ValueError(f"architecture {arch!r} has no {key!r} setting; it applies to {where[key]}")

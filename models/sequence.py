@@ -9,9 +9,13 @@
     ssm        SelectiveSSM (models/mamba.py), imported only when used
     attention  SlidingWindowAttention (models/attention.py), window W
     mlp        two-layer GELU MLP
+    slot_memory  SlotMemory (models/slot_memory.py): N slots written by expert choice or token choice
+               (`routing`), read by content attention; its sites are `layers.{i}.memory.write_weights`,
+               `read_weights`, `matrix`, `read` like an NTM's
 
 Sites. Each block's residual contribution f_i(norm_i(h)) is one site `layers.{i}.<kind>.out` [d_model]:
-    layers.{i}.memory.out, layers.{i}.ssm.out        kind "read": what memory hands the residual stream
+    layers.{i}.memory.out, layers.{i}.ssm.out,       kind "read": what memory hands the residual stream
+    layers.{i}.slot_memory.out
     layers.{i}.attention.out, layers.{i}.mlp.out     kind "bypass": the paths around memory
 so ablating memory versus local attention is one call each: `model.ablation("memory")` and
 `model.ablation("attention")` give the interventions zeroing every such block's contribution (and
@@ -42,15 +46,16 @@ from .attention import SlidingWindowAttention
 from .cuts import check_cut, gates
 from .linear_memory import LinearMemory
 from .sites import Intervention, SiteModel, SiteSpec, State, output_spec, prefixed
+from .slot_memory import SlotMemory
 
-BLOCK_KINDS = ("memory", "ssm", "attention", "mlp")
-MEMORY_BLOCKS = ("memory", "ssm")
+BLOCK_KINDS = ("memory", "ssm", "attention", "mlp", "slot_memory")
+MEMORY_BLOCKS = ("memory", "ssm", "slot_memory")
 # What each block's residual contribution is to the reliance analysis (SiteSpec.role). A linear-
 # memory block's output is memory's whole contribution. An SSM block's output also carries the
 # D skip, so the SSM's own sites stand for it (ssm.read: memory, ssm.skip: bypass). Local
 # attention is the path parallel to memory; an MLP reads the residual stream after memory has
 # written to it, in series: removing it is not "removing the bypass".
-BLOCK_ROLES = {"memory": "memory", "ssm": None, "attention": "bypass", "mlp": "series"}
+BLOCK_ROLES = {"memory": "memory", "ssm": None, "attention": "bypass", "mlp": "series", "slot_memory": "memory"}
 # Blocks that can run one step at a time from a carried state (the resume API): a stack of
 # only these can be resumed; any other block makes `supports_resume` False.
 RESUMABLE_BLOCKS = ("memory", "mlp")
@@ -89,6 +94,13 @@ class SequenceConfig:
     ssm_dt_rank: int | None = None
     # mlp blocks
     mlp_ratio: int = 4
+    # slot_memory blocks (models/slot_memory.py)
+    slots: int = 16
+    slot_width: int | None = None  # key and value width of a slot; default d_model
+    slot_top_k: int = 1  # expert choice: tokens each slot takes per chunk; token choice: slots per token
+    routing: str = "expert_choice"  # expert_choice (Zhou et al. 2022) | token_choice
+    slot_chunk_size: int = 8  # writes land at chunk ends: readable from the next chunk on
+    balance_bias_rate: float = 0.0  # token choice: loss-free balancing bias step (Wang et al. 2024); 0 = off
     bypass_dropout: float = 0.0
     # beta of a variational bottleneck on each attention block's contribution, the path parallel
     # to memory (models/bottleneck.py); None or 0: none
@@ -182,6 +194,10 @@ class SequenceModel(SiteModel):
         if kind == "ssm":
             return _ssm_class()(c.d_model, d_state=c.ssm_d_state, d_conv=c.ssm_d_conv, expand=c.ssm_expand,
                                 dt_rank=c.ssm_dt_rank)
+        if kind == "slot_memory":
+            return SlotMemory(c.d_model, slots=c.slots, width=c.slot_width, top_k=c.slot_top_k, routing=c.routing,
+                              chunk_size=c.slot_chunk_size, balance_bias_rate=c.balance_bias_rate,
+                              conv_size=c.conv_size)
         if kind == "attention":
             return SlidingWindowAttention(c.d_model, c.attention_heads or c.heads, c.window, rope=c.rope,
                                           conv_size=c.attention_conv_size)

@@ -98,6 +98,9 @@ RECALL = {"name": "associative_recall", "params": {"bits": 6, "item_length": 1, 
 MQAR = {"name": "mqar", "params": {"vocab_size": 64, "seq_len": 64, "num_pairs": 8}}
 MQAR_STACK = {"d_model": 32, "conv_size": 4, "chunk_size": 64, "blocks": ["memory", "mlp", "memory", "mlp"]}
 MQAR_TRAIN = {"steps": 400, "batch_size": 32, "lr": 3e-3, "clip": None, "clip_norm": 1.0}
+# one expert-choice slot memory (models/slot_memory.py) in place of the two linear-memory blocks
+SLOT_MEMORY_STACK = {"d_model": 32, "conv_size": 4, "blocks": ["slot_memory", "mlp"], "slots": 32, "slot_top_k": 1,
+                     "routing": "expert_choice", "slot_chunk_size": 8}
 HYBRID = {"d_model": 32, "heads": 8, "conv_size": 4, "chunk_size": 64, "rule": "linear",
           "blocks": ["memory", "mlp", "attention", "mlp"]}  # memory first: attention-first hybrids train worse
 
@@ -158,6 +161,13 @@ RECIPES: tuple[Recipe, ...] = (
         name="mqar-gated-deltanet",
         arch="sequence", config={**MQAR_STACK, "heads": 4, "rule": "gated_delta"}, task=MQAR, train=MQAR_TRAIN,
         shows="the same with the gated delta rule (Gated DeltaNet, Yang et al. 2025): same state size",
+        expect="functional",
+    ),
+    Recipe(
+        name="mqar-slot-memory",
+        arch="sequence", config=SLOT_MEMORY_STACK, task=MQAR, train={**MQAR_TRAIN, "steps": 600},
+        shows="MQAR with one slot-memory block written by expert choice (Zhou et al. 2022): each of 32 slots "
+              "takes the top token of every 8-token chunk, and queries read the slots by content attention",
         expect="functional",
     ),
     Recipe(

@@ -105,6 +105,11 @@ def add_remedy_arguments(p: argparse.ArgumentParser) -> None:
                    help="DNC masking, de-allocation and link sharpness (Csordás & Schmidhuber 2019)")
     g.add_argument("--window", type=int, default=None, metavar="W",
                    help="local-attention window of a hybrid; short windows push the memory to train (SWAX)")
+    g.add_argument("--slot-routing", choices=("expert_choice", "token_choice"), default=None,
+                   help="slot_memory blocks: slots choose their top-k tokens per chunk (expert choice, Zhou et "
+                        "al. 2022; the default) or tokens choose slots; sequence")
+    g.add_argument("--balance-bias-rate", type=float, default=None, metavar="U",
+                   help="token-choice slot routing: loss-free balancing bias step (Wang et al. 2024); sequence")
     g.add_argument("--reconstruction-loss", type=float, default=None, metavar="WEIGHT",
                    help="auxiliary loss: a small decoder predicts earlier inputs from the memory reads "
                         "(Trinh et al. 2018), added with this weight")
@@ -219,7 +224,9 @@ def remedy_config(args: argparse.Namespace, cls: type, given: dict) -> dict:
                                  bypass_bottleneck=getattr(args, "bypass_bottleneck", None),
                                  controller_size=getattr(args, "controller_size", None),
                                  memory_init=getattr(args, "memory_init", None),
-                                 dnc_fixes=getattr(args, "dnc_fixes", False), window=getattr(args, "window", None))
+                                 dnc_fixes=getattr(args, "dnc_fixes", False), window=getattr(args, "window", None),
+                                 slot_routing=getattr(args, "slot_routing", None),
+                                 balance_bias_rate=getattr(args, "balance_bias_rate", None))
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     for key, value in wanted.items():

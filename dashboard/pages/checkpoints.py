@@ -116,7 +116,9 @@ def checkpoints_table(ckpts: Sequence[Mapping[str, Any]], running: Mapping[str, 
                          # the file, where it tells apart checkpoints of one name (not "x" from x.safetensors)
                          html.Div(file_name(c), className="ms-mono ms-file-name", title="the uploaded file")
                          if checkpoint_title(c) != (c.get("name") or cid) else None,
-                         html.Div(cid, className="ms-mono ms-dim")]),
+                         html.Div(cid, className="ms-mono ms-dim"),
+                         html.Div("remedies: " + ", ".join(remedies), className="ms-dim ms-remedies")
+                         if (remedies := trained_remedies(c)) else None]),
                 html.Td(c.get("arch", "?")),
                 html.Td(task.get("name") or "n/a"),
                 html.Td([html.Span(metric[0], className="ms-dim"), " ", fmt(metric[1], 3)] if metric else "n/a",
@@ -146,6 +148,42 @@ def checkpoints_table(ckpts: Sequence[Mapping[str, Any]], running: Mapping[str, 
     return html.Table([head, html.Tbody(rows)], className="ms-table", id="checkpoints-list")
 
 
+def trained_remedies(ckpt: Mapping[str, Any]) -> list[str]:
+    """The remedies (mnemoscope.models.remedies.REMEDIES) a checkpoint was trained with, one short
+    phrase each, from its config and the training options `mnemoscope train` stores (`extra.train`).
+    Fields an architecture lacks are simply absent, so any checkpoint works."""
+    config = ckpt.get("config") or {}
+    extra = ckpt.get("extra") or {}
+    train = extra.get("train") or {}
+    zoo_remedies = (extra.get("zoo") or {}).get("remedies") or {}  # a zoo recipe says which fields were remedies
+    blocks = config.get("blocks") or []
+    found = []
+    if zoo_remedies.get("controller_size") is not None:
+        found.append(f"small controller {zoo_remedies['controller_size']}")
+    if (config.get("bypass_dropout") or 0) > 0:
+        found.append(f"bypass dropout {config['bypass_dropout']:g}")
+    if (config.get("bypass_bottleneck") or 0) > 0:  # the bypass information bottleneck's beta
+        found.append(f"bypass bottleneck {config['bypass_bottleneck']:g}")
+    if config.get("memory_init") == "constant":
+        found.append("constant memory init")
+    if any(config.get(k) for k in ("masking", "deallocation", "sharpness")):
+        found.append("DNC fixes")
+    if "attention" in blocks and config.get("window") is not None:
+        found.append(f"attention window {config['window']}")
+    if "slot_memory" in blocks:
+        routing = str(config.get("routing") or "expert_choice").replace("_", " ")
+        balance = config.get("balance_bias_rate") or 0
+        found.append(f"slot memory, {routing}" + (f" + loss-free balancing {balance:g}"
+                                                 if balance and "token" in routing else ""))
+    if "ReconstructionLoss" in str(train.get("extra_loss") or ""):
+        found.append("reconstruction loss")
+    if train.get("curriculum"):
+        found.append("curriculum")
+    if train.get("path_dropout"):
+        found.append("path dropout")
+    return found
+
+
 def table_rows(ckpts: Sequence[Mapping[str, Any]], reports: Mapping[str, Mapping] | None = None) -> list[dict]:
     rows = []
     for c in ckpts:
@@ -155,7 +193,7 @@ def table_rows(ckpts: Sequence[Mapping[str, Any]], reports: Mapping[str, Mapping
                      "metric": metric[1] if metric else None, "parameters": c.get("parameters"),
                      "size_bytes": c.get("size_bytes"), "step": c.get("step"), "verdict": c.get("verdict"),
                      "reliance_score": c.get("reliance_score"), "sha256": c.get("sha256"),
-                     "created_at": c.get("created_at")})
+                     "created_at": c.get("created_at"), "remedies": trained_remedies(c)})
     return rows
 
 
