@@ -45,29 +45,32 @@ def bin_edges(start: int, stop: int, max_points: int | None) -> list[int]:
 
 
 def pool(values: Tensor, dim: int, width: int, rule: Rule) -> Tensor:
-    """`values` with axis `dim` pooled into bins of `width` entries by `rule` (same dtype)."""
-    if width <= 1 or values.shape[dim] == 0:
+    """`values` with axis `dim` pooled into bins of `width` entries by `rule` (same dtype).
+
+    One pass over the data where nothing is missing (a T x T attention of 4096 steps is
+    16M values): the last bin is filled up with copies of its last entry, which changes
+    no max, min or largest magnitude, and each bin is a view of the axis, not a copy."""
+    n = values.shape[dim]
+    if width <= 1 or n == 0:
         return values
     dtype = values.dtype
-    x = values.movedim(dim, -1)
-    x = x.to(torch.float64) if not x.is_floating_point() else x
-    n = x.shape[-1]
+    x = values if values.is_floating_point() else values.to(torch.float64)
     bins = math.ceil(n / width)
     pad = bins * width - n
     if pad:
-        x = torch.cat([x, x.new_full((*x.shape[:-1], pad), float("nan"))], dim=-1)
-    x = x.reshape(*x.shape[:-1], bins, width)
-    valid = ~x.isnan()
-    hi = torch.where(valid, x, float("-inf")).amax(-1)
-    lo = torch.where(valid, x, float("inf")).amin(-1)
-    if rule == "max":
-        out = hi
-    elif rule == "min":
-        out = lo
+        x = torch.cat([x, x.narrow(dim, n - 1, 1).expand(*x.shape[:dim], pad, *x.shape[dim + 1:])], dim=dim)
+    x = x.unflatten(dim, (bins, width))
+    missing = x.isnan()
+    if missing.any():  # skipped: -inf for the max, +inf for the min; a bin of nothing but NaN stays NaN
+        lo = torch.where(missing, float("inf"), x).amin(dim + 1)
+        hi = torch.where(missing, float("-inf"), x).amax(dim + 1)
+        empty = missing.all(dim + 1)
     else:
-        out = torch.where(lo.abs() > hi.abs(), lo, hi)
-    out = torch.where(valid.any(-1), out, float("nan"))
-    out = out.movedim(-1, dim)
+        lo, hi = torch.aminmax(x, dim=dim + 1)
+        empty = None
+    out = hi if rule == "max" else lo if rule == "min" else torch.where(lo.abs() > hi.abs(), lo, hi)
+    if empty is not None:
+        out = torch.where(empty, float("nan"), out)
     return out.to(dtype) if dtype.is_floating_point else out.nan_to_num(0).to(dtype)
 
 
