@@ -28,6 +28,14 @@ MAX_ATTENTION_VALUES = 600_000
 # A trace is asked for at about the heatmaps' width in pixels: longer sequences come back
 # max-pooled into bins (server-side), so the first figure of T = 4096 is as light as T = 512
 FIGURE_POINTS = 512
+# ... and a query x key attention panel (about 460 px tall, both axes pooled) at half that:
+# 256 x 256 cells is two pixels a cell, a quarter of the data
+ATTENTION_POINTS = 256
+
+
+def figure_points(specs: Sequence[Mapping[str, Any]], layer: int | None = None) -> int:
+    """`max_points` for the first trace: the attention panel's where one is drawn."""
+    return ATTENTION_POINTS if site_roles(specs, layer)["attention"] else FIGURE_POINTS
 ROLES_DRAWN = ("read", "write", "attention")  # roles with one heatmap per head
 
 

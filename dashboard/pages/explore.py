@@ -26,10 +26,10 @@ from ..api import ApiClient, ApiError
 from ..components import (DIFFUSE_ABOVE, SHARP_BELOW, empty_figure, error_box, export_buttons, export_payload,
                           graph_card, warnings_row)
 from ..explore_data import (
-    FIGURE_POINTS,
     build_bundle,
     bundle_text,
     entropy_series,
+    figure_points,
     layer_choices,
     matrix_points,
     matrix_steps,
@@ -141,7 +141,7 @@ def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any,
     """Everything the page shows for one (checkpoint, length, seed, layer, head): figures,
     the bundle for scrubbing, slider settings, the layer and head pickers, which optional
     cards to show, and any error. The trace comes at the figures' resolution (max-pooled
-    server-side beyond FIGURE_POINTS steps); `window` = (t0, t1) zooms into those steps."""
+    server-side beyond `figure_points` steps); `window` = (t0, t1) zooms into those steps."""
     view = _blank_view()
     if not checkpoint_id:
         view["status"] = "Choose a checkpoint to trace."
@@ -157,7 +157,7 @@ def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any,
         layers = layer_choices(specs)
         layer_v, head_v = choose_layer(layers, layer, head)
         trace = api.trace(checkpoint_id, params=params, seed=seed_v, samples=1, sites=sites_to_record(specs, layer_v),
-                          max_points=FIGURE_POINTS, **({"window": window} if window else {}))
+                          max_points=figure_points(specs, layer_v), **({"window": window} if window else {}))
     except (ValueError, ApiError) as exc:
         view["error"] = str(exc)
         return view
