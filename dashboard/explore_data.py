@@ -357,6 +357,8 @@ def trace_rows(trace: Mapping[str, Any], entropy: Sequence[Mapping[str, Any]],
         for s in entropy:
             row[f"entropy {s['label']}"] = s["h"][t] if t < len(s["h"]) else None
         for role, index in (("read", "slot"), ("write", "slot"), ("slots", "slot"), ("attention", "key")):
+            if role == "attention" and (bundle or {}).get("edges"):
+                continue  # a reduced trace's query x key bins: in the JSON export, not a CSV of 65k cells
             for s in (bundle or {}).get(role) or []:
                 values = s["w"][t] if t < len(s["w"]) else []
                 for i, v in enumerate(values or []):

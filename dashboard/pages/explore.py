@@ -254,6 +254,7 @@ def layout(params: Mapping[str, str], context=None) -> html.Div:
             dcc.Store(id="explore-boot", data=dict(params)),
             dcc.Store(id="explore-bundle"),
             dcc.Store(id="explore-span"),  # {"T", "window"}: the steps drawn, for a zoom to compare with
+            dcc.Store(id="explore-zoom"),  # {"window": [t0, t1] or None}: the steps a zoom asks for
             dcc.Store(id="explore-deferred"),
             dcc.Store(id="explore-matrix"),
             dcc.Store(id="explore-url-keys", data=URL_KEYS),
@@ -381,18 +382,13 @@ def register(app, context) -> None:
         Input("explore-run", "n_clicks"),
         Input("explore-layer", "value"),
         Input("explore-head", "value"),
-        *[Input(g, "relayoutData") for g in ZOOM_GRAPHS],
+        Input("explore-zoom", "data"),
         State("explore-boot", "data"),
-        State("explore-span", "data"),
         State("token-input", "value"),
     )
-    def _trace(checkpoint_id, length, seed, _clicks, layer, head, *rest):
-        *relayouts, boot, span, token = rest
-        window = None
-        if ctx.triggered_id in ZOOM_GRAPHS:  # a zoom into a range of steps: that window, at full resolution
-            window = window_from_zoom(ctx.triggered_id, relayouts[ZOOM_GRAPHS.index(ctx.triggered_id)], span)
-            if window is False:
-                raise PreventUpdate
+    def _trace(checkpoint_id, length, seed, _clicks, layer, head, zoom, boot, token):
+        # a zoom into a range of steps: that window, at full resolution; anything else: all steps
+        window = tuple(zoom["window"]) if ctx.triggered_id == "explore-zoom" and (zoom or {}).get("window") else None
         t = None
         first_load = ctx.triggered_id in (None, "explore-checkpoint") and checkpoint_id == (boot or {}).get("checkpoint")
         # the first trace of a page load keeps the URL's timestep
@@ -411,6 +407,22 @@ def register(app, context) -> None:
                 not v["show_attention"], not v["show_matrix"], not v["show_weights"], not v["show_rw"], v["status"],
                 error_box(v["error"]), v["export"], v["layer_options"], v["layer"], v["head_options"], v["head"],
                 not v["show_layers"])
+
+    # Zooms reach the trace through their own store: a relayout that is no zoom (every graph
+    # sends one when it is first sized) must not start the trace callback again, or Dash
+    # would drop the answer of the first trace still on its way
+    @app.callback(
+        Output("explore-zoom", "data"),
+        *[Input(g, "relayoutData") for g in ZOOM_GRAPHS],
+        State("explore-span", "data"),
+        prevent_initial_call=True,
+    )
+    def _zoom(*args):
+        *relayouts, span = args
+        window = window_from_zoom(ctx.triggered_id, relayouts[ZOOM_GRAPHS.index(ctx.triggered_id)], span)
+        if window is False:
+            raise PreventUpdate
+        return {"window": list(window) if window else None}
 
     @app.callback(
         Output("explore-warnings", "children"),
