@@ -192,7 +192,7 @@ class TraceOut(BaseModel):
                           "bits for wrong bits); null where the position is not scored")
     summary: TraceSummary = Field(description="of the whole sequence, whatever the window")
     sites: dict[str, SiteTensorOut]
-    time: TraceTimeOut | None = None
+    time: TraceTimeOut | None = Field(None, description="the steps answered and their bins, in timesteps")
 
 
 # -- jobs ------------------------------------------------------------------------------------------

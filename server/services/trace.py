@@ -215,6 +215,9 @@ def trace_in_sandbox(
     task = resolve_task(record, task_name, task_params, max_int=settings.max_task_param)
     cost = budget.estimate_trace(record, task, samples, site_names(site_specs(record), list(sites)),
                                  window=window, max_points=(reduce or {}).get("max_points"))
+    if window is not None and window[1] > cost.steps:  # past even the longest sequence: no forward needed to say so
+        raise Invalid(f"window {list(window)} is not within the sequence's {cost.steps} steps: give [t0, t1] with "
+                      f"0 <= t0 < t1 <= {cost.steps}")
     budget.check_trace(cost, settings)
     try:
         return sandbox.call(
