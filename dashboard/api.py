@@ -152,8 +152,16 @@ class ApiClient:
         seed: int = 0,
         samples: int = 1,
         sites: Iterable[str] = (),
+        max_points: int | None = None,
+        window: tuple[int, int] | None = None,
     ) -> dict:
+        """The trace; a long one max-pooled to `max_points` bins (`reduce`) and cut to
+        steps `window` = (t0, t1), its bin edges in the answer's `time`."""
         body: dict[str, Any] = {"seed": int(seed), "samples": int(samples), "sites": list(sites)}
+        if max_points:
+            body["reduce"] = {"max_points": int(max_points)}
+        if window is not None:
+            body["window"] = [int(window[0]), int(window[1])]
         task_body: dict[str, Any] = {}
         if task:
             task_body["name"] = task

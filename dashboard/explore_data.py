@@ -25,6 +25,17 @@ from .components import WEIGHT_FLOOR, fmt
 MAX_PANELS = 16  # heatmap subplots per figure (and entropy lines per role); more heads are summarised in a note
 MAX_MATRIX_VALUES = 400_000  # T x slots x width sent to the browser for the per-step matrix
 MAX_ATTENTION_VALUES = 600_000
+# A trace is asked for at about the heatmaps' width in pixels: longer sequences come back
+# max-pooled into bins (server-side), so the first figure of T = 4096 is as light as T = 512
+FIGURE_POINTS = 512
+# ... and a query x key attention panel (about 460 px tall, both axes pooled) at half that:
+# 256 x 256 cells is two pixels a cell, a quarter of the data
+ATTENTION_POINTS = 256
+
+
+def figure_points(specs: Sequence[Mapping[str, Any]], layer: int | None = None) -> int:
+    """`max_points` for the first trace: the attention panel's where one is drawn."""
+    return ATTENTION_POINTS if site_roles(specs, layer)["attention"] else FIGURE_POINTS
 ROLES_DRAWN = ("read", "write", "attention")  # roles with one heatmap per head
 
 
@@ -92,6 +103,48 @@ def sites_to_record(specs: Sequence[Mapping[str, Any]], layer: int | None = None
     matrix (the bulk of the data) is fetched by a second request once the heatmaps are drawn."""
     roles = site_roles(specs, layer)
     return [name for role, names in roles.items() if role != "matrix" for name in names]
+
+
+# -- the time axis of a (reduced, windowed) trace --------------------------------------------
+
+def time_edges(trace: Mapping[str, Any]) -> list[int]:
+    """Edges of the trace's time bins in timesteps (bin i: steps edges[i]..edges[i+1]-1);
+    one bin per step for an answer without `time`."""
+    time = trace.get("time") or {}
+    if time.get("edges"):
+        return list(time["edges"])
+    return list(range(len(first_row(trace.get("inputs")) or []) + 1))
+
+
+def bin_centres(edges: Sequence[int]) -> list[float | int]:
+    """Where each bin sits on a timestep axis (a step's own number when a bin is one step)."""
+    return [a if b - a == 1 else (a + b - 1) / 2 for a, b in zip(edges[:-1], edges[1:])]
+
+
+def matrix_points(step_values: int) -> int | None:
+    """`max_points` for the memory matrix request: per-step values x bins within
+    MAX_MATRIX_VALUES (None: every step fits at any length we trace)."""
+    return max(16, MAX_MATRIX_VALUES // max(step_values, 1))
+
+
+def zoom_window(relayout: Mapping[str, Any] | None, length: int, axis: str = "xaxis") -> tuple[int, int] | None | bool:
+    """A Plotly relayout on a timestep axis as a window of steps [t0, t1): the range
+    zoomed into; None to go back to the whole sequence (autorange: a double click); False
+    when the relayout is not a zoom on that axis (a resize, a pan of another axis)."""
+    if not relayout:
+        return False
+    if relayout.get(f"{axis}.autorange"):
+        return None
+    lo, hi = relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")
+    if lo is None and isinstance(relayout.get(f"{axis}.range"), list):
+        lo, hi = relayout[f"{axis}.range"][:2]
+    if not isinstance(lo, (int, float)) or not isinstance(hi, (int, float)):
+        return False
+    lo, hi = sorted((lo, hi))
+    t0, t1 = max(0, math.floor(lo + 0.5)), min(length, math.ceil(hi + 0.5))
+    if t1 - t0 < 2:
+        return False
+    return None if (t0, t1) == (0, length) else (t0, t1)
 
 
 # -- the trace as per-step arrays ------------------------------------------------------------
@@ -171,8 +224,8 @@ def build_bundle(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]], t
     the chosen layer and head (all heads: None)."""
     roles = site_roles(specs, layer)
     sites = trace.get("sites") or {}
-    inputs = first_row(trace.get("inputs")) or []
-    T = len(inputs)
+    edges = time_edges(trace)
+    T = (trace.get("time") or {}).get("length", edges[-1])
     bundle: dict[str, Any] = {"T": T, "read": [], "write": [], "slots": [], "attention": [],
                               "matrix_site": (roles["matrix"] or [None])[0], "hidden_heads": 0,
                               "head": head if head is not None else 0}
@@ -200,7 +253,14 @@ def build_bundle(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]], t
     # the per-step weights plot keeps one y range while scrubbing
     bundle["wmax"] = max([v for role in ("read", "write", "slots") for s in bundle[role] for row in s["w"]
                           for v in row if v is not None] + [WEIGHT_FLOOR])
-    bundle["t"] = 0 if T == 0 else max(0, min(T - 1, t if t is not None else 0))
+    # the steps drawn (a zoomed window, or all) and, for a reduced trace, the bins the
+    # per-step arrays are of: the browser maps a timestep to its bin (assets/mnemoscope.js)
+    t0, t1 = edges[0], edges[-1]
+    bundle["window"] = [t0, t1]
+    bundle["edges"] = edges if any(b - a > 1 for a, b in zip(edges[:-1], edges[1:])) else None
+    key_bins = next(((s.get("bins") or {}).get("key") for s in sites.values() if (s.get("bins") or {}).get("key")), None)
+    bundle["key_bin"] = key_bins[1] - key_bins[0] if key_bins else 1
+    bundle["t"] = t0 if T == 0 else max(t0, min(t1 - 1, t if t is not None else t0))
     return bundle
 
 
@@ -231,8 +291,8 @@ def entropy_series(trace: Mapping[str, Any], specs: Sequence[Mapping[str, Any]],
 
 def matrix_steps(trace: Mapping[str, Any], site: str, head: int = 0) -> dict | None:
     """The memory matrix per step of sample 0 (a linear-memory state: that of `head`),
-    rounded, with its largest magnitude (the colour scale is fixed over the sequence);
-    None when missing or too large."""
+    rounded, with its largest magnitude (the colour scale is fixed over the sequence) and,
+    for a reduced trace, its time bins' edges; None when missing or too large."""
     entry = (trace.get("sites") or {}).get(site) or {}
     steps = first_row(entry)
     if not steps or not steps[0]:
@@ -245,7 +305,9 @@ def matrix_steps(trace: Mapping[str, Any], site: str, head: int = 0) -> dict | N
         return None
     m = rounded(steps, 3)
     absmax = max((abs(v) for step in m for row in step for v in row if v is not None), default=1.0)
-    return {"label": label, "m": m, "absmax": absmax or 1.0}
+    edges = time_edges(trace) if trace.get("time") else None
+    reduced = edges is not None and len(edges) - 1 < edges[-1] - edges[0]
+    return {"label": label, "m": m, "absmax": absmax or 1.0, **({"edges": edges} if reduced else {})}
 
 
 # -- text and export --------------------------------------------------------------------------
@@ -287,13 +349,16 @@ def trace_rows(trace: Mapping[str, Any], entropy: Sequence[Mapping[str, Any]],
     loss = first_row(trace.get("loss")) or []
     metric = first_row(trace.get("metric_scored")) or first_row(trace.get("metric")) or []
     mask = first_row(trace.get("mask")) or []
+    starts = time_edges(trace)  # a reduced trace: one row per bin, at its first step
     rows = []
     for t in range(len(loss)):
-        row = {"t": t, "scored": bool(mask[t]) if t < len(mask) else None, "loss": loss[t],
+        row = {"t": starts[t] if t < len(starts) else t, "scored": bool(mask[t]) if t < len(mask) else None, "loss": loss[t],
                trace.get("metric_name") or "metric": metric[t] if t < len(metric) else None}
         for s in entropy:
             row[f"entropy {s['label']}"] = s["h"][t] if t < len(s["h"]) else None
         for role, index in (("read", "slot"), ("write", "slot"), ("slots", "slot"), ("attention", "key")):
+            if role == "attention" and (bundle or {}).get("edges"):
+                continue  # a reduced trace's query x key bins: in the JSON export, not a CSV of 65k cells
             for s in (bundle or {}).get(role) or []:
                 values = s["w"][t] if t < len(s["w"]) else []
                 for i, v in enumerate(values or []):

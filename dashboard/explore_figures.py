@@ -23,7 +23,9 @@ from .components import (
     step_runs,
     subplot_title,
 )
-from .explore_data import first_row
+from .explore_data import bin_centres, first_row, time_edges
+
+TEXT_CELLS = 128  # token and class strips write each cell's id up to this many steps (beyond: unreadable, slow)
 
 
 def _transpose(rows: list[list]) -> list[list]:
@@ -31,13 +33,14 @@ def _transpose(rows: list[list]) -> list[list]:
 
 
 def _stacked(n: int, titles: Sequence[str], *, height: int, weights: Sequence[float] | None = None,
-             gap: float | None = None, x_title: str = "timestep", T: int | None = None) -> dict:
-    """Layout with n y axes stacked on one shared x axis (anchored to the bottom one)."""
+             gap: float | None = None, x_title: str = "timestep", span: Sequence[int] | None = None) -> dict:
+    """Layout with n y axes stacked on one shared x axis (anchored to the bottom one),
+    showing steps span = (t0, t1) (all of them: the x axis is in timesteps, reduced or not)."""
     gap = gap if gap is not None else min(0.08, 0.3 / max(n, 1))
     domains = stack_domains(n, gap=gap, weights=weights)
     layout = base_layout(height=height, margin={"t": 24, "b": 40, "l": 56, "r": 16})
     layout["xaxis"] = axis(anchor=axis_ref("y", n - 1), title={"text": x_title}, showgrid=False,
-                           **({"range": [-0.5, T - 0.5]} if T else {}))
+                           **({"range": [span[0] - 0.5, span[-1] - 0.5]} if span and span[-1] > span[0] else {}))
     layout["annotations"] = []
     for i, (lo, hi) in enumerate(domains):
         layout[axis_key("y", i)] = axis(domain=[lo, hi], anchor="x", showgrid=False)
@@ -55,7 +58,9 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
     metric = scored_metric or first_row(trace.get("metric")) or []
     mask = first_row(trace.get("mask")) or []
     T = len(inputs)
-    steps = list(range(T))
+    edges = time_edges(trace)
+    steps = bin_centres(edges)
+    written = T <= TEXT_CELLS
     metric_name = trace.get("metric_name") or "metric"
     bits = trace.get("output_kind", "bits") == "bits"
     token_inputs = bool(inputs) and not isinstance(inputs[0], list)
@@ -64,7 +69,7 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
     if token_inputs:
         # token ids are names, not amounts: plain cells with the id written in
         data.append({"type": "heatmap", "z": [[0] * T], "x": steps, "y": ["token"], "text": [[str(v) for v in inputs]],
-                     "texttemplate": "%{text}", "colorscale": [[0, "#eef1f5"], [1, "#eef1f5"]], "showscale": False,
+                     "texttemplate": "%{text}" if written else "", "colorscale": [[0, "#eef1f5"], [1, "#eef1f5"]], "showscale": False,
                      "yaxis": "y", "xgap": 1, "hovertemplate": "t=%{x}<br>token %{text}<extra>input</extra>"})
     else:
         data.append({"type": "heatmap", "z": _transpose(inputs), "x": steps, **grey, "yaxis": "y",
@@ -83,13 +88,13 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
     else:
         shown = [t if m else None for t, m in zip(targets, mask or [True] * T)]
         data.append({"type": "heatmap", "z": [[0 if v is None else 1 for v in shown]], "x": steps, "y": ["target"],
-                     "text": [["" if v is None else str(v) for v in shown]], "texttemplate": "%{text}",
+                     "text": [["" if v is None else str(v) for v in shown]], "texttemplate": "%{text}" if written else "",
                      "colorscale": [[0, "#ffffff"], [1, "#dde6f3"]], "showscale": False, "zmin": 0, "zmax": 1,
                      "yaxis": "y2", "hovertemplate": "t=%{x}<br>target %{text}<extra></extra>"})
         pred = [max(range(len(p)), key=lambda i: p[i] or 0.0) if p else None for p in outputs]
         conf = [p[k] if p and k is not None else None for p, k in zip(outputs, pred)]
         data.append({"type": "heatmap", "z": [conf], "x": steps, "y": ["predicted"], "text": [[str(k) for k in pred]],
-                     "texttemplate": "%{text}", "colorscale": [[0, "#ffffff"], [1, "#9ecae1"]], "showscale": False,
+                     "texttemplate": "%{text}" if written else "", "colorscale": [[0, "#ffffff"], [1, "#9ecae1"]], "showscale": False,
                      "zmin": 0, "zmax": 1, "xgap": 1, "yaxis": "y3",
                      "hovertemplate": "t=%{x}<br>predicted %{text} (p=%{z:.3f})<extra></extra>"})
     scored = [bool(m) for m in mask] if mask else [True] * T
@@ -98,14 +103,14 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
                  "hovertemplate": "t=%{x}<br>%{y:.3f}<extra>" + metric_name + "</extra>"})
     title = f"{metric_name} per scored position" if scored_metric else f"{metric_name} per step"
     layout = _stacked(4, ["input", "target", "output", title], height=340,
-                      weights=[0.3, 0.3, 0.3, 0.12], gap=0.07, T=T)
+                      weights=[0.3, 0.3, 0.3, 0.12], gap=0.07, span=(edges[0], edges[-1]))
     layout["showlegend"] = False
     if not bits:
         layout["margin"]["r"] = 16
     else:
         layout["margin"]["r"] = 90
     # unscored steps greyed over target, output and metric: their predictions count for nothing
-    layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "paper", "x0": lo - 0.5, "x1": hi + 0.5,
+    layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "paper", "x0": edges[lo] - 0.5, "x1": edges[hi + 1] - 0.5,
                          "y0": 0, "y1": layout["yaxis2"]["domain"][1], "fillcolor": "rgba(150,150,150,0.45)",
                          "line": {"width": 0}, "layer": "above", "name": "unscored"}
                         for lo, hi in step_runs([t for t, s in enumerate(scored) if not s])]
@@ -115,24 +120,27 @@ def strips_figure(trace: Mapping[str, Any]) -> dict:
     return figure(data, layout)
 
 
-def heads_figure(series: Sequence[Mapping[str, Any]], *, y_title: str, empty: str) -> dict:
+def heads_figure(series: Sequence[Mapping[str, Any]], *, y_title: str, empty: str,
+                 edges: Sequence[int] | None = None) -> dict:
     """One slot x timestep heatmap per head (y = slot, x = timestep), on one colour scale
     from 0 to the largest weight: weights spread thinly (a DNC's sum to at most 1) stay
-    visible, and heads remain comparable."""
+    visible, and heads remain comparable. A reduced trace's columns are time bins
+    (`edges`), placed at their timesteps."""
     if not series:
         return empty_figure(empty)
     zmax = max([v for s in series for row in s["w"] for v in row if v is not None] + [WEIGHT_FLOOR])
     n = len(series)
-    T = len(series[0]["w"])
+    edges = list(edges) if edges else list(range(len(series[0]["w"]) + 1))
     n_slots = len(series[0]["w"][0]) if series[0]["w"] else 0
     per = 150 if n_slots <= 32 else 220
-    layout = _stacked(n, [s["label"] for s in series], height=min(1300, 70 + per * n), T=T)
+    layout = _stacked(n, [s["label"] for s in series], height=min(1300, 70 + per * n), span=(edges[0], edges[-1]))
     layout["coloraxis"] = {"colorscale": WEIGHT_SCALE, "cmin": 0, "cmax": zmax,
                            "colorbar": {"len": 0.6, "thickness": 10}}
     data = []
     for i, s in enumerate(series):
         layout[axis_key("y", i)].update(title={"text": y_title}, autorange="reversed")
-        data.append({"type": "heatmap", "z": _transpose(s["w"]), "coloraxis": "coloraxis", "yaxis": axis_ref("y", i),
+        data.append({"type": "heatmap", "z": _transpose(s["w"]), "x": bin_centres(edges), "coloraxis": "coloraxis",
+                     "yaxis": axis_ref("y", i),
                      "hovertemplate": "t=%{x} " + y_title + " %{y}<br>w=%{z:.4f}<extra>" + s["label"] + "</extra>"})
     return figure(data, layout)
 
@@ -155,10 +163,12 @@ def grid_columns(n: int) -> int:
     return 1 if n == 1 else 2 if n <= 4 else 4
 
 
-def attention_figure(series: Sequence[Mapping[str, Any]]) -> dict:
+def attention_figure(series: Sequence[Mapping[str, Any]], edges: Sequence[int] | None = None,
+                     key_bin: int = 1) -> dict:
     """Query x key heatmap per head, as small multiples (one head: one large panel); the
     heads of one site share a colour scale (explicit attention and signed implicit
-    attention differ in range), with its colour bar at the right."""
+    attention differ in range), with its colour bar at the right. A reduced trace's rows
+    are query bins (`edges`) and its columns key bins `key_bin` wide, both at their timesteps."""
     if not series:
         return empty_figure("no attention sites")
     cols = grid_columns(len(series))
@@ -191,7 +201,8 @@ def attention_figure(series: Sequence[Mapping[str, Any]]) -> dict:
                           title={"text": "query t" if left else ""}, tickfont={"size": 9})
         title = s["label"] if cols == 1 else (f"head {s['head']}" if s.get("head") is not None else s["label"])
         layout["annotations"].append(subplot_title(title, x0 + width / 2, ydoms[r][1]))
-        data.append({"type": "heatmap", "z": s["w"], "coloraxis": ca, "xaxis": axis_ref("x", i),
+        placed = {} if not edges else {"y": bin_centres(edges), "x0": (key_bin - 1) / 2, "dx": key_bin}
+        data.append({"type": "heatmap", "z": s["w"], **placed, "coloraxis": ca, "xaxis": axis_ref("x", i),
                      "yaxis": axis_ref("y", i),
                      "hovertemplate": "query t=%{y}, key %{x}<br>%{z:.4f}<extra>" + s["label"] + "</extra>"})
     if cols > 1:  # which site the heads are of, once
@@ -200,7 +211,10 @@ def attention_figure(series: Sequence[Mapping[str, Any]]) -> dict:
     return figure(data, layout)
 
 
-def entropy_figure(series: Sequence[Mapping[str, Any]], T: int) -> dict:
+def entropy_figure(series: Sequence[Mapping[str, Any]], T: int, edges: Sequence[int] | None = None) -> dict:
+    """The entropy lines over timesteps (a reduced trace: each bin's sharpest step, at its bin)."""
+    edges = list(edges) if edges else list(range(max(T, 1) + 1))
+    x = bin_centres(edges)
     if not series:
         return empty_figure("no distribution sites here to take the entropy of (implicit attention is signed, not a distribution)")
     band = {"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "line": {"width": 0}, "layer": "below"}
@@ -211,11 +225,12 @@ def entropy_figure(series: Sequence[Mapping[str, Any]], T: int) -> dict:
               {"text": "sharp", "xref": "paper", "x": 0.005, "y": 0.005, "yref": "y", "xanchor": "left",
                "yanchor": "bottom", "showarrow": False, "font": {"size": 10, "color": "#2471a3"}}]
     dashes = {"read": "solid", "write": "dash", "attention": "dot", "slots": "dashdot"}
-    data = [{"type": "scatter", "x": list(range(len(s["h"]))), "y": s["h"], "mode": "lines+markers", "name": s["label"],
+    data = [{"type": "scatter", "x": x[:len(s["h"])], "y": s["h"], "mode": "lines+markers" if len(x) <= TEXT_CELLS else "lines",
+             "name": s["label"],
              "line": {"dash": dashes.get(s["role"], "solid"), "width": 1.6}, "marker": {"size": 4},
              "hovertemplate": "t=%{x}<br>H/log n = %{y:.3f}<extra>" + s["label"] + "</extra>"} for s in series]
     layout = base_layout(height=270, shapes=shapes, annotations=labels,
                          yaxis={"range": [-0.02, 1.02], "title": {"text": "entropy / log n"}},
-                         xaxis={"title": {"text": "timestep"}, "range": [-0.5, max(T, 1) - 0.5]},
+                         xaxis={"title": {"text": "timestep"}, "range": [edges[0] - 0.5, edges[-1] - 0.5]},
                          legend={"orientation": "h", "y": -0.3, "font": {"size": 10}})
     return figure(data, layout)

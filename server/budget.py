@@ -31,6 +31,7 @@ from mnemoscope.models.tasks import Task, make_task
 
 from .errors import OverBudget
 from .kinds.base import JobKind, site_specs
+from .reduction import REDUCED_AXES, bin_count
 from .settings import Settings
 
 # A value in a trace answer: a float64 written by `json.dumps` takes up to 17 significant
@@ -47,7 +48,8 @@ class Limit:
 
 
 STEPS = Limit("max_steps", "steps", "timesteps per sequence (from the task's parameters)", ("task.params",))
-TRACE_BYTES = Limit("trace_max_bytes", "bytes", "bytes of JSON in the answer", ("samples", "sites", "task.params"))
+TRACE_BYTES = Limit("trace_max_bytes", "bytes", "bytes of JSON in the answer",
+                    ("samples", "sites", "task.params", "reduce", "window"))
 TRACE_LIMITS = (
     STEPS,
     TRACE_BYTES,
@@ -102,22 +104,33 @@ def task_steps(task: Task) -> int:
 
 # -- estimates ----------------------------------------------------------------------------------
 
-def site_values(record: dict, sites: Sequence[str], steps: int) -> int:
-    """Values per row and timestep of these sites, `None` axes at the full sequence length."""
+def site_values(record: dict, sites: Sequence[str], steps: int, max_points: int | None = None) -> int:
+    """Values per row and timestep of these sites, `None` axes at the full sequence length
+    (slot and key axes pooled to `max_points` bins where a trace is reduced)."""
     specs = site_specs(record)
-    return sum(math.prod(step_size(specs[name], steps)) for name in sites if name in specs)
+    total = 0
+    for name in sites:
+        if name in specs:
+            shape = step_size(specs[name], steps)
+            axes = list(specs[name].axes)
+            total += math.prod(bin_count(n, max_points) if i < len(axes) and axes[i] in REDUCED_AXES else n
+                               for i, n in enumerate(shape))
+    return total
 
 
-def estimate_trace(record: dict, task: Task, samples: int, sites: Sequence[str]) -> Cost:
+def estimate_trace(record: dict, task: Task, samples: int, sites: Sequence[str],
+                   window: Sequence[int] | None = None, max_points: int | None = None) -> Cost:
     """The cost of tracing `samples` sequences of `task` on the checkpoint, recording `sites`
     (resolved names). Per row and step the answer holds the inputs, targets and mask, the
-    outputs and logits, loss and metric, and every recorded site."""
+    outputs and logits, loss and metric, and every recorded site; a `window` and `reduce`'s
+    `max_points` shrink the steps answered (and the slot and key axes), not the forward."""
     steps = task_steps(task)
     tokens = task.vocab_size is not None
     classes = task.output_kind != "bits"
     out = int(task.output_size)
     per_step = (1 if tokens else int(task.input_size)) + (1 if classes else out) + 1 + 2 * out + 2
-    values = samples * steps * (per_step + site_values(record, sites, steps))
+    answered = bin_count(max(0, min(window[1], steps) - window[0]) if window else steps, max_points)
+    values = samples * answered * (per_step + site_values(record, sites, steps, max_points))
     return Cost(steps=steps, rows=samples, values=values, work=float(samples) * steps * int(record["parameters"]),
                 bytes=values * BYTES_PER_VALUE)
 

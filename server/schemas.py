@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from .kinds import KINDS, names_type
 # the job kinds' request bodies are declared with their kinds; named here as well, as the API's bodies
@@ -105,15 +105,37 @@ class SiteOut(BaseModel):
 
 # -- trace ------------------------------------------------------------------------------------------
 
+class TraceReduce(StrictRequest):
+    max_points: int = Field(
+        ge=16, le=4096,
+        description="at most this many bins on the time axis, and on a slot or key axis longer than this, each "
+                    "bin keeping its largest value (weights, mask, loss), smallest (entropy), worst (metric) or "
+                    "the value of largest magnitude with its sign (everything signed); the figure's width in pixels")
+
+
 class TraceRequest(StrictRequest):
     task: TaskChoice | None = Field(None, description="default: the checkpoint's task with its own parameters")
     seed: int = seed_field()
     samples: int = Field(1, ge=1, le=256, description="sequences to run (the server's limit applies)")
     sites: list[str] = Field(default_factory=list, max_length=64,
                              description='sites to record: names or globs ("memory.*", "*")')
+    reduce: TraceReduce | None = Field(None, description="max-pool long axes to the figure's resolution; `time` in "
+                                                         "the answer gives the bins' edges in timesteps")
+    window: tuple[int, int] | None = Field(
+        None, description="[t0, t1]: answer only steps t0..t1-1 (0 <= t0 < t1 <= T; the model still runs the "
+                          "whole prefix, its state depends on it)")
+
+    @field_validator("window")
+    @classmethod
+    def _ordered(cls, window):
+        if window is not None and not 0 <= window[0] < window[1]:
+            raise ValueError(f"window must be [t0, t1] with 0 <= t0 < t1, not {list(window)}")
+        return window
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"task": {"params": {"min_length": 5, "max_length": 5}}, "seed": 1, "samples": 2, "sites": ["*"]},
+        {"task": {"params": {"seq_len": 4096}}, "sites": ["layers.0.memory.attention"],
+         "reduce": {"max_points": 512}, "window": [1024, 2048]},
     ]})
 
 
@@ -121,6 +143,16 @@ class TensorOut(BaseModel):
     axes: list[str]
     shape: list[int]
     data: Any = Field(description="nested lists in `axes` order; null where a value is NaN or infinite")
+    bins: dict[str, list[int]] | None = Field(
+        None, description="a reduced trace: the edges of each pooled slot or key axis (bin i covers entries "
+                          "edges[i]..edges[i+1]-1); the time axis's are the answer's `time.edges`")
+
+
+class TraceTimeOut(BaseModel):
+    length: int = Field(description="T, the whole sequence's steps")
+    window: list[int] = Field(description="[t0, t1]: the steps answered")
+    bin: int = Field(description="steps per time bin (1: not reduced)")
+    edges: list[int] = Field(description="time bin i covers steps edges[i]..edges[i+1]-1")
 
 
 class SiteTensorOut(TensorOut):
@@ -158,8 +190,9 @@ class TraceOut(BaseModel):
     metric_scored: TensorOut | None = Field(
         None, description="each scored position's own score on the metric's scale (1/0 right for accuracy, wrong "
                           "bits for wrong bits); null where the position is not scored")
-    summary: TraceSummary
+    summary: TraceSummary = Field(description="of the whole sequence, whatever the window")
     sites: dict[str, SiteTensorOut]
+    time: TraceTimeOut | None = Field(None, description="the steps answered and their bins, in timesteps")
 
 
 # -- jobs ------------------------------------------------------------------------------------------
@@ -221,6 +254,6 @@ class KindOut(BaseModel):
         "limits": {"seed": {"minimum": 0, "maximum": 2**31 - 1, "default": 0},
                    "samples": {"minimum": 1, "maximum": 16, "default": 1}},
         "task_param_max": 4096,
-        "budget": {"max_steps": 1024, "trace_max_bytes": 16777216, "trace_max_work": 2000000000,
+        "budget": {"max_steps": 4096, "trace_max_bytes": 16777216, "trace_max_work": 2000000000,
                    "worker_memory_mb": 4096, "trace_timeout_s": 30, "trace_max_samples": 16},
     }]})

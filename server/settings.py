@@ -48,13 +48,16 @@ class Settings(BaseSettings):
     # -- budgets: what one request may cost, estimated before it runs (server/budget.py) ----------
     # The defaults let every documented example, the dashboard and the benchmarks through on a
     # 2-core machine and refuse requests that would run for minutes or take gigabytes.
-    max_steps: int = Field(1024, ge=1, description="longest sequence (timesteps) the task of a trace or job may produce")
+    max_steps: int = Field(4096, ge=1, description="longest sequence (timesteps) the task of a trace or job may produce")
     trace_max_bytes: int = Field(16 * MiB, ge=1024, description="largest trace answer: estimated before, checked after")
     trace_max_work: float = Field(2e9, gt=0, description="most sequences x steps x model parameters one trace may run")
     trace_timeout_s: float = Field(30.0, gt=0, description="a trace still running after this is stopped (its sandbox worker killed)")
     trace_workers: int = Field(2, ge=1, le=16, description="sandbox processes that run traces and validate uploads")
     trace_queue: int = Field(32, ge=0, description="traces and uploads that may wait for a busy sandbox; more are refused with 503")
     trace_cache_models: int = Field(2, ge=1, description="models each sandbox process keeps loaded between traces")
+    trace_forward_cache_mb: int = Field(
+        32, ge=0, description="whole traces each sandbox process keeps (MB of tensors), so zooming into a window of a "
+                              "long trace does not run the forward again; keep it under worker_recycle_mb")
     job_max_work: float = Field(1e13, gt=0, description="most sequences x passes x steps x model parameters one job may run")
     job_max_values: int = Field(64_000_000, ge=1, description="most site values one job may record at once")
     max_queued_jobs: int = Field(64, ge=1, description="jobs that may wait for a worker; more are refused with 429")

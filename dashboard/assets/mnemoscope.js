@@ -125,21 +125,33 @@
   // "memory.read_weights head 1" -> "read_weights head 1": which head a mass is of
   function shortLabel(label) { return String(label || "").replace(/^(layers\.\d+\.)?memory\./, ""); }
 
-  function weightsAt(bundle, t) {
+  // A long trace arrives max-pooled into time bins (bundle.edges, in timesteps; null when
+  // each step is its own): timestep t is drawn from the bin that holds it.
+  function binOf(edges, t, t0) {
+    if (!edges || edges.length < 2) { return t - (t0 || 0); }
+    var k = edges[1] - edges[0];
+    return Math.max(0, Math.min(edges.length - 2, Math.floor((t - edges[0]) / k)));
+  }
+  function stepLabel(edges, t, i) {
+    if (!edges || edges.length < 2) { return "t = " + t; }
+    return "t = " + t + " (max of steps " + edges[i] + "-" + (edges[i + 1] - 1) + ")";
+  }
+
+  function weightsAt(bundle, t, bin) {
     var traces = [];
     var notes = [];
     (bundle.read || []).forEach(function (s, i) {
-      var w = s.w[t] || [];
+      var w = s.w[bin] || [];
       traces.push(stepArea(w, s.label, READ_COLORS[i % READ_COLORS.length]));
       notes.push(shortLabel(s.label) + " " + fix(sum(w), 2));
     });
     (bundle.write || []).forEach(function (s, i) {
-      var w = s.w[t] || [];
+      var w = s.w[bin] || [];
       traces.push(stepArea(w, s.label, WRITE_COLORS[i % WRITE_COLORS.length]));
       notes.push(shortLabel(s.label) + " " + fix(sum(w), 2));
     });
     (bundle.slots || []).forEach(function (s) {
-      var w = s.w[t] || [];
+      var w = s.w[bin] || [];
       traces.push({ type: "scatter", mode: "lines", x: range(w.length), y: w, name: s.label,
                     line: { dash: "dot", width: 1.5 },
                     hovertemplate: "slot %{x}<br>%{y:.4f}<extra>" + s.label + "</extra>" });
@@ -147,7 +159,7 @@
     if (!traces.length) { return emptyFig("no weightings over slots"); }
     return {
       data: traces,
-      layout: baseLayout("t = " + t + (notes.length ? " · mass " + notes.join(", ") : ""), {
+      layout: baseLayout(stepLabel(bundle.edges, t, bin) + (notes.length ? " · mass " + notes.join(", ") : ""), {
         // the legend sits under the axis title, however many heads there are
         height: 300 + 18 * traces.length,
         margin: { l: 48, r: 12, t: 34, b: 60 + 18 * traces.length },
@@ -162,13 +174,14 @@
     if (!bundle.matrix_site) { return emptyFig("no memory matrix for this model"); }
     if (!matrix) { return emptyFig("loading the memory matrix..."); }
     if (matrix.error) { return emptyFig(matrix.error); }
-    var m = matrix.m[t] || [];
+    var bin = binOf(matrix.edges, t, (bundle.window || [0])[0]);
+    var m = matrix.m[bin] || [];
     var lim = matrix.absmax || 1;
     return {
       data: [{ type: "heatmap", z: m, colorscale: DIVERGING, zmin: -lim, zmax: lim,
                colorbar: { thickness: 10, len: 0.8 },
                hovertemplate: "slot %{y}, feature %{x}<br>%{z:.3f}<extra>" + matrix.label + "</extra>" }],
-      layout: baseLayout("t = " + t + " · " + matrix.label, {
+      layout: baseLayout(stepLabel(matrix.edges, t, bin) + " · " + matrix.label, {
         xaxis: { title: { text: "feature" } }, yaxis: { title: { text: "slot" }, autorange: "reversed" }
       })
     };
@@ -176,7 +189,8 @@
 
   // one head: one bar chart; several: small multiples (one panel per head, up to four
   // a row, one y range), never heads stacked over each other
-  function attentionAt(bundle, t) {
+  function attentionAt(bundle, t, bin) {
+    var kb = bundle.key_bin || 1;  // keys pooled into bins of kb steps (a reduced trace)
     var series = bundle.attention || [];
     if (!series.length) { return emptyFig("no attention sites"); }
     var n = series.length;
@@ -186,7 +200,7 @@
     var w = (1 - gapX * (cols - 1)) / cols, h = (1 - gapY * (rows - 1)) / rows;
     var lo = 0, hi = 0;
     var rowsAt = series.map(function (s) {
-      var row = (s.w[t] || []).slice(0, t + 1);
+      var row = (s.w[bin] || []).slice(0, Math.floor(t / kb) + 1);
       row.forEach(function (v) { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
       return row;
     });
@@ -207,7 +221,8 @@
                                   x: x0 + w / 2, y: top, xref: "paper", yref: "paper", xanchor: "center",
                                   yanchor: "bottom", showarrow: false, font: { size: 10 } });
       }
-      return { type: "bar", x: range(rowsAt[i].length), y: rowsAt[i], name: s.label,
+      return { type: "bar", x: range(rowsAt[i].length).map(function (k) { return k * kb + (kb - 1) / 2; }),
+               y: rowsAt[i], name: s.label,
                xaxis: "x" + (i ? i + 1 : ""), yaxis: "y" + (i ? i + 1 : ""),
                marker: { color: READ_COLORS[i % READ_COLORS.length] },
                hovertemplate: "key %{x}<br>%{y:.4f}<extra>" + s.label + "</extra>" };
@@ -244,10 +259,12 @@
       bundle = parseBundle(bundle);
       matrix = parseBundle(matrix, "matrix");
       if (!bundle || !bundle.T) { return [NO(), NO(), NO(), "t = 0"]; }
-      t = Math.max(0, Math.min(bundle.T - 1, Math.round(t || 0)));
+      var win = bundle.window || [0, bundle.T];  // the steps drawn: all, or a zoomed window
+      t = Math.max(win[0], Math.min(win[1] - 1, Math.round(t || 0)));
+      var bin = binOf(bundle.edges, t, win[0]);
       var draw = function () {
         placeCursors(t);
-        return [weightsAt(bundle, t), matrixAt(bundle, matrix, t), attentionAt(bundle, t),
+        return [weightsAt(bundle, t, bin), matrixAt(bundle, matrix, t), attentionAt(bundle, t, bin),
                 "t = " + t + " / " + (bundle.T - 1)];
       };
       // new data: let the whole-sequence heatmaps paint first; a slider move: at once
@@ -270,11 +287,13 @@
       if (!bundle || !bundle.T) { return NO(); }
       var trig = (window.dash_clientside.callback_context.triggered || [])[0];
       if (!trig) { return NO(); }
-      if (trig.prop_id.indexOf("explore-interval") === 0) { return (t + 1) % bundle.T; }
+      var win = bundle.window || [0, bundle.T];
+      var width = bundle.edges ? bundle.edges[1] - bundle.edges[0] : 1;  // playing a reduced trace: bin by bin
+      if (trig.prop_id.indexOf("explore-interval") === 0) { return t + width < win[1] ? t + width : win[0]; }
       var click = trig.value;
       if (click && click.points && click.points.length) {
         var x = click.points[0].x;
-        if (typeof x === "number" && isFinite(x)) { return Math.max(0, Math.min(bundle.T - 1, Math.round(x))); }
+        if (typeof x === "number" && isFinite(x)) { return Math.max(win[0], Math.min(win[1] - 1, Math.round(x))); }
       }
       return NO();
     },

@@ -16,9 +16,11 @@ This module holds the layout and the callbacks; the trace is shaped in
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 
 from ..api import ApiClient, ApiError
 from ..components import (DIFFUSE_ABOVE, SHARP_BELOW, empty_figure, error_box, export_buttons, export_payload,
@@ -27,12 +29,15 @@ from ..explore_data import (
     build_bundle,
     bundle_text,
     entropy_series,
+    figure_points,
     layer_choices,
+    matrix_points,
     matrix_steps,
     sites_to_record,
     summary_line,
     trace_json,
     trace_rows,
+    zoom_window,
 )
 from ..explore_figures import attention_figure, entropy_figure, heads_figure, strips_figure
 from .common import (
@@ -58,6 +63,21 @@ SEED = NumberField("explore-seed", "trace", "seed", "seed")
 # draws it over them); the step graphs are redrawn in the browser for each timestep
 TIME_GRAPHS = ["explore-strips", "explore-read", "explore-write", "explore-slots", "explore-entropy"]
 STEP_GRAPHS = ["explore-weights-t", "explore-matrix-t", "explore-attention-t"]
+# zooming into a range of timesteps on these fetches that window (attention: its query axis)
+ZOOM_GRAPHS = ["explore-read", "explore-write", "explore-strips", "explore-entropy", "explore-attention"]
+
+
+def window_from_zoom(graph: str, relayout: Mapping[str, Any] | None, span: Mapping[str, Any] | None
+                     ) -> tuple[int, int] | None | bool:
+    """The steps to trace after a relayout of `graph`, given the steps drawn now (`span`:
+    {"T", "window"}): a window (t0, t1), None for the whole sequence, False when it was no
+    zoom on the time axis or changes nothing (nothing to fetch)."""
+    if not span or not span.get("T"):
+        return False
+    window = zoom_window(relayout, span["T"], "yaxis" if graph == "explore-attention" else "xaxis")
+    if window is not False and list(window or (0, span["T"])) == list(span.get("window") or []):
+        return False
+    return window
 
 
 def load_matrix(api: ApiClient, bundle: Mapping[str, Any] | None) -> dict | None:
@@ -66,12 +86,18 @@ def load_matrix(api: ApiClient, bundle: Mapping[str, Any] | None) -> dict | None
     if not bundle or not bundle.get("matrix_site") or not bundle.get("request"):
         return None
     req = bundle["request"]
+    # a long trace's matrix comes max-pooled into as many time bins as fit the browser
+    points = matrix_points(bundle.get("matrix_values") or 1)
+    long = (req.get("window") or bundle.get("window") or [0, bundle.get("T") or 0])
+    reduce = {"max_points": points} if long[1] - long[0] > points else {}
+    window = {"window": tuple(req["window"])} if req.get("window") else {}
     try:
         trace = api.trace(req["checkpoint"], params=req.get("params") or None, seed=req.get("seed", 0), samples=1,
-                          sites=[bundle["matrix_site"]])
+                          sites=[bundle["matrix_site"]], **reduce, **window)
     except ApiError as exc:
         return {"error": str(exc)}
-    return matrix_steps(trace, bundle["matrix_site"], bundle.get("head") or 0)
+    return matrix_steps(trace, bundle["matrix_site"], bundle.get("head") or 0) or {
+        "error": "the memory matrix is too large to draw at this length: zoom into fewer steps"}
 
 
 def choose_layer(layers: list[dict], layer: Any, head: Any) -> tuple[int | None, int | None]:
@@ -111,10 +137,11 @@ def report_warnings(api: ApiClient, checkpoint_id: str | None) -> Any:
 # -- the callback's work --------------------------------------------------------------------
 
 def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any, t: Any = None,
-              layer: Any = None, head: Any = None) -> dict:
+              layer: Any = None, head: Any = None, window: tuple[int, int] | None = None) -> dict:
     """Everything the page shows for one (checkpoint, length, seed, layer, head): figures,
     the bundle for scrubbing, slider settings, the layer and head pickers, which optional
-    cards to show, and any error."""
+    cards to show, and any error. The trace comes at the figures' resolution (max-pooled
+    server-side beyond `figure_points` steps); `window` = (t0, t1) zooms into those steps."""
     view = _blank_view()
     if not checkpoint_id:
         view["status"] = "Choose a checkpoint to trace."
@@ -129,24 +156,32 @@ def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any,
         params = length_params(ckpt.get("task"), length_v)
         layers = layer_choices(specs)
         layer_v, head_v = choose_layer(layers, layer, head)
-        trace = api.trace(checkpoint_id, params=params, seed=seed_v, samples=1, sites=sites_to_record(specs, layer_v))
+        trace = api.trace(checkpoint_id, params=params, seed=seed_v, samples=1, sites=sites_to_record(specs, layer_v),
+                          max_points=figure_points(specs, layer_v), **({"window": window} if window else {}))
     except (ValueError, ApiError) as exc:
         view["error"] = str(exc)
         return view
     bundle = build_bundle(trace, specs, t_v, layer_v, head_v)
-    bundle["request"] = {"checkpoint": checkpoint_id, "params": params, "seed": seed_v}
+    bundle["request"] = {"checkpoint": checkpoint_id, "params": params, "seed": seed_v,
+                         **({"window": list(window)} if window else {})}
+    bundle["matrix_values"] = _step_values(specs, bundle["matrix_site"])
     T = bundle["T"]
+    t0, t1 = bundle["window"]
+    edges = bundle["edges"] or list(range(t0, t1 + 1))  # the figures' time axis: bins, or steps
     ent = entropy_series(trace, specs, layer_v, head_v)
     view.update(
         bundle=bundle,
         strips=strips_figure(trace),
-        read=heads_figure(bundle["read"], y_title="slot", empty="this model has no read weightings over slots"),
-        write=heads_figure(bundle["write"], y_title="slot", empty="this model has no write weightings over slots"),
-        slots=heads_figure(bundle["slots"], y_title="slot", empty=""),
-        attention=attention_figure(bundle["attention"]),
-        entropy=entropy_figure(ent, T),
-        slider_max=max(T - 1, 0),
-        marks=_marks(T),
+        read=heads_figure(bundle["read"], y_title="slot", empty="this model has no read weightings over slots",
+                          edges=edges),
+        write=heads_figure(bundle["write"], y_title="slot", empty="this model has no write weightings over slots",
+                           edges=edges),
+        slots=heads_figure(bundle["slots"], y_title="slot", empty="", edges=edges),
+        attention=attention_figure(bundle["attention"], edges, bundle["key_bin"]),
+        entropy=entropy_figure(ent, T, edges),
+        slider_min=t0,
+        slider_max=max(t1 - 1, t0),
+        marks=_marks(t0, t1),
         t=bundle["t"],
         show_slots=bool(bundle["slots"]),
         show_attention=bool(bundle["attention"]),
@@ -167,22 +202,37 @@ def load_view(api: ApiClient, checkpoint_id: str | None, length: Any, seed: Any,
         view["status"] += f" · {chosen['label']} of {len(layers)} drawn layers"
     if bundle["hidden_heads"]:
         view["status"] += f" · {bundle['hidden_heads']} more heads not drawn"
+    if window:
+        view["status"] += f" · steps {t0}-{t1 - 1} (double-click a figure for all {T})"
+    if bundle["edges"]:
+        view["status"] += (f" · {T} steps drawn as {len(edges) - 1} columns of {edges[1] - edges[0]} (each the "
+                           "max of its steps); zoom into a range of steps to see each one")
     return view
+
+
+def _step_values(specs, site: str | None) -> int:
+    """Values per timestep of a site (its axes multiplied), 0 without one."""
+    spec = next((s for s in specs if s.get("name") == site), None) if site else None
+    sizes = [n for n in (spec or {}).get("shape") or [] if isinstance(n, int)]
+    return math.prod(sizes) if spec else 0
 
 
 def _blank_view() -> dict:
     blank = empty_figure()
     return {"bundle": None, "strips": blank, "read": blank, "write": blank, "slots": blank, "attention": blank,
-            "entropy": blank, "slider_max": 0, "marks": {}, "t": 0, "show_slots": False, "show_attention": False,
+            "entropy": blank, "slider_min": 0, "slider_max": 0, "marks": {}, "t": 0, "show_slots": False, "show_attention": False,
             "show_matrix": False, "show_weights": False, "show_rw": False, "status": "", "error": None, "export": None,
             "layer_options": [], "layer": None, "head_options": [], "head": None, "show_layers": False}
 
 
-def _marks(T: int) -> dict:
-    if T <= 1:
-        return {0: "0"}
-    step = max(1, round(T / 10))
-    return {i: str(i) for i in range(0, T, step)}
+def _marks(t0: int, t1: int | None = None) -> dict:
+    """About ten labelled steps over [t0, t1) (one argument: [0, T))."""
+    if t1 is None:
+        t0, t1 = 0, t0
+    if t1 - t0 <= 1:
+        return {t0: str(t0)}
+    step = max(1, round((t1 - t0) / 10))
+    return {i: str(i) for i in range(t0, t1, step)}
 
 
 def boot_step(api: ApiClient, boot: Mapping | None) -> tuple:
@@ -203,6 +253,8 @@ def layout(params: Mapping[str, str], context=None) -> html.Div:
         [
             dcc.Store(id="explore-boot", data=dict(params)),
             dcc.Store(id="explore-bundle"),
+            dcc.Store(id="explore-span"),  # {"T", "window"}: the steps drawn, for a zoom to compare with
+            dcc.Store(id="explore-zoom"),  # {"window": [t0, t1] or None}: the steps a zoom asks for
             dcc.Store(id="explore-deferred"),
             dcc.Store(id="explore-matrix"),
             dcc.Store(id="explore-url-keys", data=URL_KEYS),
@@ -302,9 +354,11 @@ def register(app, context) -> None:
 
     @app.callback(
         Output("explore-bundle", "data"),
+        Output("explore-span", "data"),
         Output("explore-read", "figure"),
         Output("explore-write", "figure"),
         Output("explore-deferred", "data"),
+        Output("explore-t", "min"),
         Output("explore-t", "max"),
         Output("explore-t", "marks"),
         Output("explore-t", "value"),
@@ -328,10 +382,13 @@ def register(app, context) -> None:
         Input("explore-run", "n_clicks"),
         Input("explore-layer", "value"),
         Input("explore-head", "value"),
+        Input("explore-zoom", "data"),
         State("explore-boot", "data"),
         State("token-input", "value"),
     )
-    def _trace(checkpoint_id, length, seed, _clicks, layer, head, boot, token):
+    def _trace(checkpoint_id, length, seed, _clicks, layer, head, zoom, boot, token):
+        # a zoom into a range of steps: that window, at full resolution; anything else: all steps
+        window = tuple(zoom["window"]) if ctx.triggered_id == "explore-zoom" and (zoom or {}).get("window") else None
         t = None
         first_load = ctx.triggered_id in (None, "explore-checkpoint") and checkpoint_id == (boot or {}).get("checkpoint")
         # the first trace of a page load keeps the URL's timestep
@@ -342,13 +399,30 @@ def register(app, context) -> None:
         elif ctx.triggered_id == "explore-layer":
             head = None  # another layer: all its heads
         with context.client(token) as api:
-            v = load_view(api, checkpoint_id, length, seed, t, layer, head)
+            v = load_view(api, checkpoint_id, length, seed, t, layer, head, window)
         deferred = {"figures": [v["strips"], v["slots"], v["attention"], v["entropy"]]}
-        return (bundle_text(v["bundle"]), v["read"], v["write"], deferred,
-                v["slider_max"], v["marks"], v["t"], not v["show_slots"], not v["show_attention"],
+        span = {"T": v["bundle"]["T"], "window": v["bundle"]["window"]} if v["bundle"] else None
+        return (bundle_text(v["bundle"]), span, v["read"], v["write"], deferred,
+                v["slider_min"], v["slider_max"], v["marks"], v["t"], not v["show_slots"], not v["show_attention"],
                 not v["show_attention"], not v["show_matrix"], not v["show_weights"], not v["show_rw"], v["status"],
                 error_box(v["error"]), v["export"], v["layer_options"], v["layer"], v["head_options"], v["head"],
                 not v["show_layers"])
+
+    # Zooms reach the trace through their own store: a relayout that is no zoom (every graph
+    # sends one when it is first sized) must not start the trace callback again, or Dash
+    # would drop the answer of the first trace still on its way
+    @app.callback(
+        Output("explore-zoom", "data"),
+        *[Input(g, "relayoutData") for g in ZOOM_GRAPHS],
+        State("explore-span", "data"),
+        prevent_initial_call=True,
+    )
+    def _zoom(*args):
+        *relayouts, span = args
+        window = window_from_zoom(ctx.triggered_id, relayouts[ZOOM_GRAPHS.index(ctx.triggered_id)], span)
+        if window is False:
+            raise PreventUpdate
+        return {"window": list(window) if window else None}
 
     @app.callback(
         Output("explore-warnings", "children"),

@@ -126,7 +126,10 @@ def list_sites(checkpoint_id: str, store: StoreDep) -> list[dict]:
         "requested sites as nested lists with their axis labels. Read-only: no token needed. The request is "
         "priced first (sequence length from the task's parameters, samples, recorded sites, model size): over "
         "this server's budget it is a 422 whose `budget` names the limit and the fields to lower (GET /api/kinds "
-        "lists the limits). It runs in a sandbox process under a time and memory limit; 503 when it is stopped "
+        "lists the limits). A long sequence can come back at the figure's resolution: `reduce: {max_points}` max-pools "
+        "the time axis (and a slot or key axis longer than that) into at most `max_points` bins, `window: [t0, t1]` "
+        "answers only steps t0..t1-1; `time` gives the bin edges in timesteps, and the price is that of the answer, "
+        "so a long trace too big in full is allowed reduced. It runs in a sandbox process under a time and memory limit; 503 when it is stopped "
         "or every sandbox is busy."
     ),
 )
@@ -140,6 +143,7 @@ def trace_checkpoint(checkpoint_id: str, store: StoreDep, sandbox: SandboxDep, s
         task_name=body.task.name if body.task else None,
         task_params=body.task.params if body.task else None,
         seed=body.seed, samples=body.samples, sites=body.sites,
+        reduce=body.reduce.model_dump() if body.reduce else None, window=body.window,
     )
     # the sandbox's JSON as it is (already the TraceOut shape, too big to parse again here), in
     # pieces: one write of tens of MB would hold the event loop, and /api/health with it

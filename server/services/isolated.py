@@ -3,7 +3,8 @@ arguments and returns its answer as JSON bytes, so the API process only passes b
 
 `trace` calls the trace service as the API process used to, on the one checkpoint the
 request is about; the models it loads stay cached in this process (at most
-`cache_models` of them). `validate` checks an uploaded file with the safe loader;
+`cache_models` of them), and so do the whole forwards of its latest traces
+(services/trace.py `ForwardCache`). `validate` checks an uploaded file with the safe loader;
 `import_archive` makes an uploaded Hugging Face archive into a checkpoint (services/hf_archive.py).
 """
 from __future__ import annotations
