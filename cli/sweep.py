@@ -325,6 +325,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _knob(value: Any) -> str:
+    """A knob's value as the sweep file gives it (0.001 stays 0.001: rounding could merge two values)."""
+    return "-" if value is None else value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
 def _spread(values: list[float]) -> str:
     """mean (min-max over seeds), or the one value."""
     values = [v for v in values if v is not None]
@@ -372,7 +377,7 @@ def markdown_report(results: dict) -> str:
     for e in entries:
         n = len(e["seeds"])
         verdicts = ", ".join(f"{v} {c}/{n}" for v, c in e["verdicts"].items())
-        cells = [_fmt(e["knobs"][k]) for k in knobs] + [str(n), verdicts, e["necessity"], e["sufficiency"], e["metric"]]
+        cells = [_knob(e["knobs"][k]) for k in knobs] + [str(n), verdicts, e["necessity"], e["sufficiency"], e["metric"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -380,7 +385,7 @@ def markdown_report(results: dict) -> str:
 def text_report(results: dict) -> str:
     lines = [f"{results['name']}: {len(results['rows'])}/{results['points_total']} points"]
     for e in aggregate(results):
-        knobs = ", ".join(f"{k}={_fmt(v)}" for k, v in e["knobs"].items()) or "-"
+        knobs = ", ".join(f"{k}={_knob(v)}" for k, v in e["knobs"].items()) or "-"
         verdicts = ", ".join(f"{v} {c}/{len(e['seeds'])}" for v, c in e["verdicts"].items())
         lines.append(f"  {knobs}: {verdicts}; necessity {e['necessity']}, sufficiency {e['sufficiency']}, "
                      f"{e['metric_name'] or 'metric'} {e['metric']}")

@@ -262,3 +262,11 @@ def test_default_output_is_under_the_data_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("MNEMOSCOPE_DATA_DIR", str(tmp_path / "data"))
     assert default_out(load_sweep(TINY)) == tmp_path / "data" / "sweeps" / "tiny"
     assert os.environ["MNEMOSCOPE_DATA_DIR"].endswith("data")
+
+
+def test_report_keeps_knob_values_exact():
+    # 0.001 and 0.0 are two points of a sweep: rounding them to two places would merge their rows
+    from mnemoscope.cli.sweep import _knob
+
+    assert [_knob(v) for v in (0.001, 0.0, 16, "linear", ["memory", "mlp"], None)] == \
+        ["0.001", "0.0", "16", "linear", '["memory","mlp"]', "-"]
