@@ -25,7 +25,11 @@ larger is better):
   joint           = necessity of memory and bypass removed together;
   conflict        = necessity under resample-ablation of memory (the earlier score);
   per_position    = the share of scored positions with a gap of their own that lose at
-                    least half of it when memory is removed (sparse use shows here).
+                    least half of it when memory is removed (sparse use shows here);
+  layers          = per layer, for models with per-layer sites (`layers.{i}.<kind>.out`:
+                    Hugging Face hybrids, sequence stacks): the necessity of that one
+                    layer's memory or bypass site alone, mean mode; a layer whose lower
+                    bound reaches HIGH is one the task needs, and the evidence names it.
 Each comes with a 95% percentile interval from a bootstrap that resamples sequences and
 donor assignments and re-decides the whole verdict per sample; `stability` is the share
 of samples whose verdict equals the reported one.
@@ -71,6 +75,7 @@ from ..models.sites import SiteModel
 from ..models.tasks.base import Batch, Task
 from .ablation import AblationResult, AblationSpec, run_ablations
 from .entropy import normalised_entropy
+from .layers import layer_parts
 from .results import Result
 from .runs import Progress, forward, output_change, report, sub_progress
 from .sites import check_compatible, components, evaluating, slot_weight_sites, specs
@@ -142,6 +147,7 @@ class RelianceResult(Result):
     per_position: dict | None = None
     stability: float = 1.0
     warnings: list[dict] = field(default_factory=list)
+    layers: list[dict] = field(default_factory=list)  # per layer part: {layer, kind, site, role, necessity, needed}
     removals: list[dict] = field(default_factory=list)  # every run of the design: component, mode, metric, output change
     component_sites: dict = field(default_factory=dict)
     memory_share: float | None = None  # output change without memory / (without memory + without bypass), mean mode
@@ -281,6 +287,13 @@ def reliance(model: SiteModel, task: Task, batch: Batch, *, n_boot: int = 1000, 
     removed = {"memory": comp["memory"], "bypass": comp["bypass"],
                "both": comp["memory"] + comp["bypass"] if comp["bypass"] else [], "state": comp["state"]}
     removed = {k: v for k, v in removed.items() if v}
+    # one layer at a time (a model with a single layer part has nothing to split)
+    parts = layer_parts(model)
+    parts = parts if len(parts) > 1 else []
+    # a layer that is the whole of memory or of the bypass reuses that removal's run
+    existing = {tuple(sites): k for k, sites in removed.items()}
+    layer_runs = {p.site: existing.get((p.site,), _layer_component(p.site)) for p in parts}
+    removed.update({k: [site] for site, k in layer_runs.items() if k not in removed})
     chance_rows = _row_chance(task, batch)
     runs: list[_Run] = []
     # every removal by mean; memory and the bypass also zeroed and resampled (the bypass with
@@ -321,6 +334,11 @@ def reliance(model: SiteModel, task: Task, batch: Batch, *, n_boot: int = 1000, 
         total = mem_mean.result.prob_change + byp_mean.result.prob_change
         share = mem_mean.result.prob_change / total if total > 0 else 0.0
     evidence = _evidence(numbers, est, metric_name, chance, best, sign, m_clean, removed, B, n_boot, draws)
+    layers = [{**p.to_dict(), "necessity": est.interval(layer_runs[p.site]).to_dict()} for p in parts]
+    for row in layers:
+        row["needed"] = bool(row["necessity"]["ci95"][0] >= HIGH and not numbers.at_chance)
+    if layers:
+        evidence.append(_layer_line(layers))
     if described:
         evidence.append(described + (": busy addressing, yet removing the reads moves no output"
                                      if busy and numbers.still else ""))
@@ -335,7 +353,7 @@ def reliance(model: SiteModel, task: Task, batch: Batch, *, n_boot: int = 1000, 
         flip_rate=mem_mean.result.flip_rate, sites=comp["memory"], sequences=B, n_boot=n_boot,
         necessity=numbers.necessity.to_dict(), sufficiency=_d(numbers.sufficiency),
         components=numbers.components(), joint_necessity=_d(numbers.joint), conflict=numbers.conflict.to_dict(),
-        per_position=numbers.per_position_dict(est, batch), stability=stability, warnings=warnings,
+        per_position=numbers.per_position_dict(est, batch), stability=stability, warnings=warnings, layers=layers,
         removals=[{"component": r.component, "mode": r.mode, "draw": r.draw, "sites": removed[r.component],
                    "metric": r.result.metric, "prob_change": r.result.prob_change, "flip_rate": r.result.flip_rate}
                   for r in runs],
@@ -475,11 +493,7 @@ class _Estimator:
         self.at_chance = bool(point["at_chance"][0] > 0) or worst_gap <= 0
 
         def est(key: str, mode: str = "mean") -> Estimate | None:
-            if point[key] is None:
-                return None
-            lo, hi = torch.quantile(boot[key].double(), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
-            v = float(point[key][0]) + 0.0  # no -0.0
-            return Estimate(v, min(lo, v) + 0.0, max(hi, v) + 0.0, mode)
+            return None if point[key] is None else _interval(point[key], boot[key], mode)
 
         moves_all = est("moves_all")
         self.boot = boot
@@ -489,6 +503,10 @@ class _Estimator:
             bypass_sufficiency=est("bypass_sufficiency"), joint=est("joint"), state_necessity=est("state"),
             conflict=est("conflict", "resample"), zero_necessity=est("zero", "zero"),
             per_position=est("per_position"), moves=est("moves"))
+
+    def interval(self, component: str) -> Estimate:
+        """The necessity of one more removal (a single layer's site), mean mode, with its interval."""
+        return _interval(self._lost(component, "mean", False), self._lost(component, "mean", True), "mean")
 
     def stability(self, verdict: str) -> float:
         """Share of bootstrap samples whose verdict, decided on that sample's values, is `verdict`."""
@@ -511,6 +529,30 @@ class _Estimator:
             return []
         order = torch.argsort(mem.lost_per_step, descending=True)[:top]
         return [{"t": int(t), "positions_lost": int(mem.lost_per_step[t])} for t in order if mem.lost_per_step[t] > 0]
+
+
+def _interval(point: Tensor, boot: Tensor, mode: str) -> Estimate:
+    """A point estimate ([1]) and its bootstrap samples as an Estimate with the 95% percentile interval."""
+    lo, hi = torch.quantile(boot.double(), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
+    v = float(point[0]) + 0.0  # no -0.0
+    return Estimate(v, min(lo, v) + 0.0, max(hi, v) + 0.0, mode)
+
+
+def _layer_component(site: str) -> str:
+    return f"layer {site}"
+
+
+def _layer_line(layers: list[dict]) -> str:
+    """The per-layer necessities and the layers the task needs, for the evidence."""
+    def pct(row):
+        return _pct(Estimate(row["necessity"]["value"], *row["necessity"]["ci95"]))
+    each = "; ".join(f"layer {r['layer']} {r['kind']} ({r['role']}) {pct(r)}" for r in layers)
+    needed = [f"layer {r['layer']} ({r['kind']})" for r in layers if r["needed"]]
+    verdict = (f"the task needs {', '.join(needed)}" if needed else
+               "no single layer is necessary on its own (every lower bound below "
+               f"{100 * HIGH:.0f}%): the layers stand in for each other or share the work")
+    return (f"per layer, one layer's output mean-ablated at a time, share of the gap lost: {each}; {verdict} "
+            f"(necessity lower bound >= {100 * HIGH:.0f}%)")
 
 
 def _warnings(n: _Numbers, stability: float, collapse, uniform_static: bool, est: _Estimator,

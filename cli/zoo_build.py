@@ -111,7 +111,10 @@ def analyze_numbers(path: str | Path, *, samples: int | None = None, seed: int |
                      "bypass": (rel.components.get("bypass") or None), "stability": rel.stability,
                      "warnings": [w["code"] for w in rel.warnings],
                      "prob_change": rel.prob_change, "flip_rate": rel.flip_rate,
-                     "memory_share": rel.memory_share, "at_chance": rel.at_chance},
+                     "memory_share": rel.memory_share, "at_chance": rel.at_chance,
+                     # per layer (models with per-layer sites): its necessity alone, and whether the task needs it
+                     **({"layers": [{k: row[k] for k in ("layer", "kind", "necessity", "needed")} for row in rel.layers]}
+                        if rel.layers else {})},
     }
 
 
@@ -149,6 +152,7 @@ def _entry(recipe: zoo.Recipe, path: Path, numbers: dict, seconds: float | None,
         "final": bool(built.get("final", True)),
         "series": built.get("series"),
         "arch": meta.arch,
+        **({"model_type": meta.config["hf_config"].get("model_type")} if meta.arch == "hf" else {}),
         "task": meta.task,
         "step": meta.step,
         "remedies": recipe.remedies,

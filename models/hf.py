@@ -29,6 +29,7 @@ import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -95,6 +96,7 @@ PART_ROLES = {**{kind: "memory" for kind in MEMORY_MIXERS}, "attention": "bypass
               "mlp": "series", "moe": "series"}
 ATTENTION = "mnemoscope_eager"  # the attention implementation every wrapped model runs with
 _PATTERN_SITE = "_mnemoscope_pattern_site"  # set on an attention module while its pattern site is wanted
+HF_CONFIG_DIR = Path(__file__).resolve().parent / "hf_configs"  # tiny configs the zoo trains
 _FLOAT_TAG = "__float__"  # JSON has no inf/nan; HF configs do (Mamba-2's time_step_limit)
 
 
@@ -118,6 +120,31 @@ def check_hf_config(hf_config: Any) -> str:
     if model_type not in LAYER_LISTS:
         raise ValueError(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
     return model_type
+
+
+def read_hf_config_file(path: str | os.PathLike) -> dict:
+    """A config.json-style file (a model to train from scratch), checked as the importer checks a
+    directory's config: a JSON object, a supported model_type, no auto_map. A ValueError names the file."""
+    import json
+
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    try:
+        check_hf_config(config)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    if "vocab_size" not in config:
+        raise ValueError(f"{path}: no vocab_size; the task's vocabulary must match it, so the file must say it")
+    return config
+
+
+def bundled_hf_config(name: str) -> dict:
+    """One of the configs shipped in models/hf_configs/ (the zoo's trained hybrids), by file stem."""
+    return read_hf_config_file(HF_CONFIG_DIR / f"{name}.json")
 
 
 def encode_config(value: Any) -> Any:

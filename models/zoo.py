@@ -104,6 +104,19 @@ SLOT_MEMORY_STACK = {"d_model": 32, "conv_size": 4, "blocks": ["slot_memory", "m
 HYBRID = {"d_model": 32, "heads": 8, "conv_size": 4, "chunk_size": 64, "rule": "linear",
           "blocks": ["memory", "mlp", "attention", "mlp"]}  # memory first: attention-first hybrids train worse
 
+# Hugging Face hybrids (models/hf.py, built by transformers from models/hf_configs/*.json), trained from
+# scratch like `mnemoscope train --arch hf --hf-config FILE`: 4 layers of hidden 64, one of them softmax
+# attention, on MQAR with 4 pairs (8 did not leave chance within the build's budget here)
+HF_MQAR = {"name": "mqar", "params": {"vocab_size": 64, "seq_len": 64, "num_pairs": 4}}
+HF_MQAR_TRAIN = {"steps": 600, "batch_size": 32, "lr": 3e-3, "min_lr": 3e-4, "clip": None, "clip_norm": 1.0}
+
+
+def _hf(name: str) -> dict:
+    from .hf import bundled_hf_config
+
+    return {"hf_config": bundled_hf_config(name)}
+
+
 RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="ntm-copy-big-controller",
@@ -182,6 +195,19 @@ RECIPES: tuple[Recipe, ...] = (
         remedies={"window": 4}, pair="hybrid-wide-window",
         shows="the same hybrid with a 4-token window (SWAX): attention cannot reach the pairs, so recall "
               "has to go through memory",
+    ),
+    Recipe(
+        name="hf-qwen3-next-mqar",
+        arch="hf", config=_hf("qwen3_next_tiny"), task=HF_MQAR, train=HF_MQAR_TRAIN,
+        shows="a Qwen3-Next-style hybrid (transformers' Qwen3NextForCausalLM, models/hf_configs/qwen3_next_tiny.json): "
+              "Gated DeltaNet layers 0, 1, 3 and full attention at layer 2, on MQAR (64 tokens, 4 pairs): "
+              "which layers does recall need?",
+    ),
+    Recipe(
+        name="hf-bamba-mqar",
+        arch="hf", config=_hf("bamba_tiny"), task=HF_MQAR, train=HF_MQAR_TRAIN,
+        shows="a Bamba-style hybrid (transformers' BambaForCausalLM, models/hf_configs/bamba_tiny.json): Mamba-2 "
+              "layers 0, 1, 3 and attention at layer 2, on MQAR (64 tokens, 4 pairs)",
     ),
 )
 

@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="task parameter, e.g. max_length=10 (repeatable)")
     p.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
                    help="model config field, e.g. memory_slots=64 (repeatable)")
+    p.add_argument("--hf-config", type=Path, default=None, metavar="FILE.json",
+                   help="with --arch hf: the Hugging Face config.json of the model to build and train from "
+                        "scratch (a supported model_type, no auto_map; its vocab_size must match the task's), "
+                        "e.g. models/hf_configs/qwen3_next_tiny.json")
     p.add_argument("--eval-param", action="append", default=[], metavar="KEY=VALUE",
                    help="task parameter override for the eval batch only (default for tasks with "
                         "min_length/max_length: min_length=max_length, the longest sequences)")
@@ -151,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
 
-    given = parse_params(args.model_param, cls.Config, f"arch {args.arch!r}")
+    given = hf_config_arg(args, task) if args.arch == "hf" else None
+    if given is None:
+        if args.hf_config is not None:
+            raise CLIError(f"--hf-config is for --arch hf, not {args.arch!r}")
+        given = parse_params(args.model_param, cls.Config, f"arch {args.arch!r}")
     given.update(remedy_config(args, cls, given))
     config = model_config(args.arch, cls.Config, task, given)
     torch.manual_seed(args.seed)
@@ -213,6 +221,25 @@ def curriculum_schedule(args: argparse.Namespace, task):
                            f"it has {[f.name for f in dataclasses.fields(task.params)]}")
         return LengthCurriculum(param=param, fraction=args.curriculum_fraction)
     return None
+
+
+def hf_config_arg(args: argparse.Namespace, task) -> dict:
+    """{"hf_config": ...} of `--arch hf --hf-config FILE`: the file checked as the importer checks a
+    directory's config.json, and its vocabulary checked against the task's."""
+    from mnemoscope.models.hf import read_hf_config_file
+    from mnemoscope.models.importers.hf import task_spec
+
+    if args.hf_config is None:
+        raise CLIError("--arch hf needs --hf-config FILE.json (the model's Hugging Face config), e.g. "
+                       "models/hf_configs/qwen3_next_tiny.json")
+    if args.model_param:
+        raise CLIError("--arch hf takes its whole config from --hf-config; edit the file instead of --model-param")
+    try:
+        hf_config = read_hf_config_file(args.hf_config)
+        task_spec(task.spec(), int(hf_config["vocab_size"]))
+    except ValueError as exc:
+        raise CLIError(f"--hf-config: {exc}") from exc
+    return {"hf_config": hf_config}
 
 
 def remedy_config(args: argparse.Namespace, cls: type, given: dict) -> dict:

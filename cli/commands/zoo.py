@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from exc
         if args.markdown:
             print(markdown_table(index))
+            layers = layers_table(index)
+            if layers:
+                print("\n" + layers)
             return 0
         for e in index["checkpoints"]:
             m, rel = e["metric"], e["reliance"]
@@ -118,6 +121,26 @@ def markdown_table(index: dict) -> str:
         rows.append(f"\nTraining series `{name}`, step: reliance score ({run[0]['metric']['name'].replace('_', ' ')}): "
                     f"{steps}; verdicts: {' -> '.join(verdicts)}.")
     return "\n".join(rows)
+
+
+def layers_table(index: dict) -> str:
+    """The final checkpoints with per-layer necessity (layered models): which layers the task needs.
+    "" when none has them (entries analysed before the per-layer rows existed have none)."""
+    rows = []
+    for e in index["checkpoints"]:
+        layers = e["reliance"].get("layers") if e["final"] else None
+        if not layers:
+            continue
+        m, params = e["metric"], (e.get("task") or {}).get("params") or {}
+        task = f"{e['task']['name']} ({', '.join(f'{k} {v}' for k, v in params.items() if k != 'power_a')})"
+        parts = ", ".join(f"{r['layer']} {r['kind']}" for r in layers)
+        needed = "; ".join(f"layer {r['layer']} {r['kind']} {_estimate(r['necessity'])}" for r in layers if r["needed"])
+        rows.append(f"| `{e['name']}` | {e.get('model_type') or e['arch']}: {parts} | {task} | {m['name'].replace('_', ' ')} {m['clean']:.3g} "
+                    f"({m['chance']:.3g}) | **{e['reliance']['verdict']}** | {needed or 'none on its own'} |")
+    if not rows:
+        return ""
+    return "\n".join(["| checkpoint | architecture (layer: mixer) | task | metric (chance) | verdict | "
+                      "layers needed (necessity alone, 95% CI) |", "| --- | --- | --- | --- | --- | --- |", *rows])
 
 
 def _estimate(est: dict | None) -> str:

@@ -1,20 +1,26 @@
 """Ablate: replace chosen sites (zero, mean or resample) at chosen timesteps and see what
 the task metric and the outputs lose, next to the checkpoint's reliance verdict.
 
+A layered model (sites `layers.{i}.<kind>.out`: Hugging Face hybrids, sequence stacks) also gets a
+Layers picker: one layer's mixer, or every layer of one kind ("all attention layers"), each
+choice a site name or a glob the server expands, added to the chosen sites.
+
 A run starts two jobs: the ablation asked for, and the checkpoint's report (the verdict:
 every memory read resample-ablated, with a bootstrap interval), which the server answers
 from its stored result when it has run before.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
-from dash import dcc, html
+from dash import Input, Output, State, dcc, html
 
+from ..api import ApiError
 from ..components import (axis, base_layout, empty_figure, estimate_text, export_payload, figure, flatten, fmt,
                           get_path, step_runs, verdict_badge, warnings_row)
 from . import jobpage
-from .common import field, parse_timesteps
+from .common import field, parse_timesteps, split_list
 from .jobpage import FigureCard
 
 PATH = "ablate"
@@ -30,15 +36,69 @@ def controls(params: Mapping[str, str]) -> list[list]:
          field("Timesteps", dcc.Input(id="ablate-steps", type="text", value=params.get("steps") or "all",
                                       placeholder="all, or 3-7, 12", debounce=True,
                                       className="ms-input ms-input-steps"))],
+        [field("Layers", dcc.Dropdown(id="ablate-layers", multi=True, value=split_list(params.get("layers")),
+                                      options=[{"label": v, "value": v} for v in split_list(params.get("layers"))],
+                                      placeholder="one layer, or every layer of a kind (layered models)",
+                                      className="ms-dropdown"))],
     ]
 
 
+LAYER_SITE = re.compile(r"^layers\.(\d+)\.(.+)\.out$")
+LAYER_ROLES = ("memory", "bypass")  # a layer's mixer: the reliance design's two paths (MLPs are in series)
+
+
+def layer_options(specs: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The Layers picker's choices for a model's sites: every layer of one kind (a glob the server
+    expands, "layers.*.attention.out"), then each layer's mixer on its own; [] for a model without
+    per-layer sites."""
+    parts = []
+    for spec in specs:
+        match = LAYER_SITE.match(str(spec.get("name") or ""))
+        if match and spec.get("role") in LAYER_ROLES:
+            parts.append((int(match.group(1)), match.group(2), spec["role"], spec["name"]))
+    kinds: dict[str, list] = {}
+    for layer, kind, role, _ in parts:
+        kinds.setdefault(kind, []).append((layer, role))
+    every = [{"label": f"all {kind} layers ({'memory' if found[0][1] == 'memory' else 'not memory'}: "
+                       f"{', '.join(str(layer) for layer, _ in found)})",
+              "value": f"layers.*.{kind}.out"} for kind, found in kinds.items()]
+    one = [{"label": f"layer {layer} · {kind} ({'memory' if role == 'memory' else 'not memory'})", "value": name}
+           for layer, kind, role, name in sorted(parts)]
+    return every + one if parts else []
+
+
+def load_layers(api, checkpoint_id: str | None, current: Sequence[str] | None) -> tuple[list[dict], list[str]]:
+    """(Layers options, the current choices that still fit) for a checkpoint."""
+    if not checkpoint_id:
+        return [], []
+    try:
+        options = layer_options(api.sites(checkpoint_id))
+    except ApiError:
+        return [], []
+    values = {o["value"] for o in options}
+    return options, [v for v in current or [] if v in values]
+
+
+def register_layers(app, context) -> None:
+    @app.callback(
+        Output("ablate-layers", "options"),
+        Output("ablate-layers", "value"),
+        Input(PAGE.id("checkpoint"), "value"),
+        State("ablate-layers", "value"),
+        State("token-input", "value"),
+    )
+    def _layers(checkpoint_id, current, token):
+        with context.client(token) as api:
+            return load_layers(api, checkpoint_id, current)
+
+
 def ablation_body(kinds: Sequence[Mapping], sites: Sequence[str] | None, mode: str | None, steps_text: str | None,
-                  samples: Any, seed: Any) -> dict:
+                  samples: Any, seed: Any, layers: Sequence[str] | None = None) -> dict:
     """The POST body for one ablation, within the server's limits (`kinds`); ValueError
-    names the field at fault."""
+    names the field at fault. `layers`: the Layers picker's choices, added to the sites."""
+    sites = [*(sites or []), *[v for v in layers or [] if v not in (sites or [])]]
     if not sites:
-        raise ValueError("choose at least one site to ablate")
+        raise ValueError("choose at least one site or layer to ablate")
     if mode not in {m for m, _ in MODES}:
         raise ValueError(f"mode must be one of {', '.join(m for m, _ in MODES)}")
     steps = parse_timesteps(steps_text)
@@ -221,9 +281,10 @@ def result_view(results: Mapping[str, Any], body: Mapping[str, Any] | None) -> d
     }
 
 
-def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, sites, mode, steps, samples, seed) -> tuple[dict, dict]:
+def submit(page: jobpage.JobPage, kinds: Sequence[Mapping], checkpoint_id: str, sites, mode, steps, layers, samples,
+           seed) -> tuple[dict, dict]:
     """Two jobs: the ablation asked for, and the checkpoint's report (its verdict)."""
-    body = ablation_body(kinds, sites, mode, steps, samples, seed)
+    body = ablation_body(kinds, sites, mode, steps, samples, seed, layers)
     return {"ablation": (checkpoint_id, "ablations", body), "report": (checkpoint_id, "report", {})}, body
 
 
@@ -232,7 +293,7 @@ PAGE = jobpage.JobPage(
     kind="ablations",
     probes=True,  # ablate on an uploaded prompt-pair probe instead of the checkpoint's task
     controls=controls,
-    form=("sites", "mode", "steps"),
+    form=("sites", "mode", "steps", "layers"),
     sites_default=("read",),
     floors={"samples": 2},  # mean and resample ablation take values from the batch's other sequences
     run_label="Run ablation",
@@ -250,4 +311,9 @@ PAGE = jobpage.JobPage(
     render=lambda api, results, body: result_view(results, body),
 )
 
-layout, register = PAGE.layout, PAGE.register
+layout = PAGE.layout
+
+
+def register(app, context) -> None:
+    PAGE.register(app, context)
+    register_layers(app, context)

@@ -23,8 +23,8 @@ from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from ..api import ApiClient, ApiError
-from ..components import (DIFFUSE_ABOVE, SHARP_BELOW, empty_figure, error_box, export_buttons, export_payload,
-                          graph_card, warnings_row)
+from ..components import (DIFFUSE_ABOVE, SHARP_BELOW, empty_figure, error_box, estimate_text, export_buttons,
+                          export_payload, graph_card, warnings_row)
 from ..explore_data import (
     build_bundle,
     bundle_text,
@@ -121,8 +121,8 @@ def head_options(layers: list[dict], layer: int | None) -> list[dict]:
             *[{"label": f"head {h}", "value": str(h)} for h in range(heads)]]
 
 
-def report_warnings(api: ApiClient, checkpoint_id: str | None) -> Any:
-    """The verdict's warnings from the checkpoint's latest report (nothing without one)."""
+def latest_report(api: ApiClient, checkpoint_id: str | None) -> Mapping | None:
+    """The checkpoint's latest report result (None without one)."""
     if not checkpoint_id:
         return None
     try:
@@ -131,7 +131,35 @@ def report_warnings(api: ApiClient, checkpoint_id: str | None) -> Any:
     except ApiError:
         return None
     data = result.get("data", result) if isinstance(result, Mapping) else None
-    return warnings_row(data if isinstance(data, Mapping) else None, "explore-warnings-list")
+    return data if isinstance(data, Mapping) else None
+
+
+def report_warnings(api: ApiClient, checkpoint_id: str | None) -> Any:
+    """The verdict's warnings from the checkpoint's latest report (nothing without one)."""
+    return warnings_row(latest_report(api, checkpoint_id), "explore-warnings-list")
+
+
+def layer_necessity_table(report: Mapping | None) -> html.Table | None:
+    """Per-layer necessity from a report (`reliance.layers`: each layer's memory or attention
+    output mean-ablated on its own), the layers the task needs marked; None without per-layer rows."""
+    rows = ((report or {}).get("reliance") or {}).get("layers") or []
+    if not rows:
+        return None
+    head = html.Tr([html.Th("layer"), html.Th("kind"), html.Th("necessity alone (gap lost, 95% CI)"),
+                    html.Th("needed")])
+    body = [html.Tr([html.Td(str(r.get("layer"))),
+                     html.Td(f"{r.get('kind')} ({'memory' if r.get('role') == 'memory' else 'not memory'})"),
+                     html.Td(estimate_text(r.get("necessity"))), html.Td("yes" if r.get("needed") else "no")])
+            for r in rows]
+    return html.Table([html.Caption("Per-layer necessity (the latest report)"), html.Thead(head), html.Tbody(body)],
+                      className="ms-table ms-table-compact", id="explore-layer-necessity")
+
+
+def report_notes(api: ApiClient, checkpoint_id: str | None) -> list:
+    """What the latest report adds above the figures: its warnings and per-layer necessity."""
+    report = latest_report(api, checkpoint_id)
+    return [part for part in (warnings_row(report, "explore-warnings-list"), layer_necessity_table(report))
+            if part is not None]
 
 
 # -- the callback's work --------------------------------------------------------------------
@@ -431,7 +459,7 @@ def register(app, context) -> None:
     )
     def _warnings(checkpoint_id, token):
         with context.client(token) as api:
-            return report_warnings(api, checkpoint_id)
+            return report_notes(api, checkpoint_id)
 
     # the read/write heatmaps are drawn first; the other whole-sequence figures a frame
     # later, so the heatmaps appear without waiting for them

@@ -105,7 +105,10 @@ def test_zoo_cli_list(capsys, index):
     assert main(["zoo", "list", "--markdown"]) == 0
     table = capsys.readouterr().out
     finals = [e for e in index["checkpoints"] if e["final"]]
-    assert table.count("\n| `") == len(finals) and "Training series" in table
+    main_table, _, layers = table.partition("| checkpoint | architecture (layer: mixer)")
+    assert main_table.count("\n| `") == len(finals) and "Training series" in main_table
+    # the per-layer table: one row per final checkpoint with per-layer necessity (the HF hybrids)
+    assert layers.count("\n| `") == sum(bool(e["reliance"].get("layers")) for e in finals) >= 2
     assert main(["zoo", "build", "--only", "no-such-recipe"]) == 2
     assert "no zoo recipe" in capsys.readouterr().err
     # studies never land in the bundled zoo (its index must list exactly the recipes)

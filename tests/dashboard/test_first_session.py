@@ -160,7 +160,7 @@ MQAR_ABLATION = {
 
 def test_ablate_plots_scored_positions_greys_the_rest_and_shades_all(fake_api):
     api = fake_api(jobs={"ablations-c1": done("ablations", [MQAR_ABLATION]), "report-c1": done("report", {"reliance": RELIANCE})})
-    out = run_to_end(ablate, api, "c1", ["m"], "resample", "all", 16, 0)
+    out = run_to_end(ablate, api, "c1", ["m"], "resample", "all", None, 16, 0)
     metric = out["metric"]
     assert metric["data"][0]["y"] == [None, None, 0.62, 0.6]  # on accuracy's scale, unscored steps left out
     assert "over scored positions" in metric["layout"]["yaxis"]["title"]["text"]
@@ -176,7 +176,7 @@ def test_a_failed_job_does_not_leave_running_for_ever(fake_api):
     api = fake_api(jobs={"ablations-c1": [{"status": "running", "progress": 0.2},
                                           {"status": "failed", "error": "out of memory"}],
                          "report-c1": done("report", {"reliance": RELIANCE})})
-    out = run_to_end(ablate, api, "c1", ["m"], "zero", "all", 16, 0)
+    out = run_to_end(ablate, api, "c1", ["m"], "zero", "all", None, 16, 0)
     assert "out of memory" in out["error"]
     for key in ("metric", "change"):
         assert "the job failed" in out[key]["layout"]["annotations"][0]["text"]
@@ -188,7 +188,7 @@ def test_timesteps_box_is_wide_enough_and_shared_urls_run_again(fake_api):
     assert "ms-input-steps" in box.className
     *_, autorun = jobpage.boot_step(ablate.PAGE, fake_api(), {"checkpoint": "c1", "run": "1"}, [None, None])
     assert autorun == 1
-    out = jobpage.run_step(ablate.PAGE, fake_api(), "ablate-autorun", "c1", ["m", "zero", "all", 16, 0], None)
+    out = jobpage.run_step(ablate.PAGE, fake_api(), "ablate-autorun", "c1", ["m", "zero", "all", None, 16, 0], None)
     assert out["error"] is None and out["ran"] == "1"
 
 

@@ -155,10 +155,10 @@ def test_unreachable_limits_are_a_sentence(fake_api):
 def test_ablate_runs_two_jobs_and_shows_the_verdict(fake_api):
     api = fake_api(jobs={"ablations-c1": [{"status": "running", "progress": 0.1}, {"status": "running", "progress": 0.5}]
                          + done("ablations", [ABLATION]), "report-c1": done("report", {"reliance": RELIANCE})})
-    out = step(ablate, api, "run", "c1", ["memory.read"], "resample", "2-3", 32, 0)
+    out = step(ablate, api, "run", "c1", ["memory.read"], "resample", "2-3", None, 32, 0)
     assert {k for _, k, _ in api.started} == {"ablations", "report"} and out["poll_disabled"] is False
     while out["poll_disabled"] is False:
-        out = step(ablate, api, "poll", "c1", ["memory.read"], "resample", "2-3", 32, 0, state=out["jobs"])
+        out = step(ablate, api, "poll", "c1", ["memory.read"], "resample", "2-3", None, 32, 0, state=out["jobs"])
     assert out["error"] is None
     verdict = out["verdict"].to_plotly_json()
     assert verdict["props"]["data-verdict"] == "functional" and "0.91" in str(verdict) and "[0.85, 0.97]" in str(verdict)
@@ -172,9 +172,9 @@ def test_ablate_runs_two_jobs_and_shows_the_verdict(fake_api):
 
 def test_ablate_form_errors_are_messages(fake_api):
     api = fake_api()
-    out = step(ablate, api, "run", None, ["memory.read"], "zero", "all", 8, 0)
+    out = step(ablate, api, "run", None, ["memory.read"], "zero", "all", None, 8, 0)
     assert out["error"] == "choose a checkpoint first" and not api.calls
-    out = step(ablate, api, "run", "c1", ["memory.read"], "zero", "5-2", 8, 0)
+    out = step(ablate, api, "run", "c1", ["memory.read"], "zero", "5-2", None, 8, 0)
     assert "backwards" in out["error"] and not api.started
 
 

@@ -31,11 +31,14 @@ def test_recipes_are_valid_and_distinct():
 def test_required_contents():
     by_arch_task = {(r.arch, r.task["name"]) for r in zoo.RECIPES}
     assert {("ntm", "copy"), ("dnc", "associative_recall"), ("sequence", "mqar")} <= by_arch_task
-    rules = {r.config.get("rule") for r in zoo.RECIPES if r.task["name"] == "mqar" and r.config["blocks"].count("memory") == 2}
+    rules = {r.config.get("rule") for r in zoo.RECIPES if r.task["name"] == "mqar" and r.config.get("blocks", []).count("memory") == 2}
     assert {"linear", "delta", "gated_delta"} <= rules
     windows = {r.remedies.get("window", r.config.get("window")) for r in zoo.RECIPES if "attention" in r.config.get("blocks", [])}
     assert len(windows) >= 2
     assert any(r.series >= 8 for r in zoo.RECIPES)
+    # trained Hugging Face hybrids: a Gated DeltaNet + attention and an SSM + attention model on MQAR
+    hf_types = {r.config["hf_config"]["model_type"] for r in zoo.RECIPES if r.arch == "hf" and r.task["name"] == "mqar"}
+    assert {"qwen3_next", "bamba"} <= hf_types
     assert any(r.pair and r.remedies.get("reconstruction_loss") for r in zoo.RECIPES)
 
 
