@@ -16,6 +16,7 @@ axis (`[B, H, ...]`), each with a step-by-step reference in tests/models/test_nt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from .cuts import check_cut, gates
 from .sites import SiteModel, SiteSpec, controller_state_spec, output_spec, state_site
 
 MEMORY_INITS = ("constant", "learned", "random")
+INITIAL_WEIGHTS = ("zero", "learned")
 HEAD_ACTIVATIONS = ("standard", "pytorch-ntm-2017")
 CONSTANT_MEMORY = 1e-6  # Collier & Beel 2018: a small constant beats learned/random init
 COSINE_EPS = 1e-8  # norm floor, as torch.nn.functional.cosine_similarity
@@ -43,6 +45,14 @@ class NTMConfig:
     write_heads: int = 1
     shift_range: int = 1  # shifts -S..+S, 2S+1 shift weights
     memory_init: str = "constant"  # "constant" | "learned" | "random"
+    # the weightings before the first step: "learned" (Collier & Beel 2018: softmax of a learned
+    # bias per head, initialised non-uniform, so even a constant memory's slots get different
+    # writes) or "zero" (the first addressing sees no previous focus: with a constant memory
+    # every slot then receives the same writes forever, a collapsed memory of effective rank 1)
+    initial_weights: str = "learned"
+    # what a stored config written before a field existed meant by leaving it out: checkpoints
+    # keep their whole config, so they load and compute exactly as when they were trained
+    STORED_DEFAULTS: ClassVar[dict] = {"initial_weights": "zero"}
     head_activation: str = "standard"  # "standard" | "pytorch-ntm-2017"
     bypass_dropout: float = 0.0  # training only: drop h_t's path into the output layer per sequence
     cut: str = "none"  # a path cut by construction, for control models (models/cuts.py)
@@ -51,6 +61,8 @@ class NTMConfig:
         check_cut(self.cut)
         if self.memory_init not in MEMORY_INITS:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, not {self.memory_init!r}")
+        if self.initial_weights not in INITIAL_WEIGHTS:
+            raise ValueError(f"initial_weights must be one of {INITIAL_WEIGHTS}, not {self.initial_weights!r}")
         if self.head_activation not in HEAD_ACTIVATIONS:
             raise ValueError(f"head_activation must be one of {HEAD_ACTIVATIONS}, not {self.head_activation!r}")
         if not 0.0 <= self.bypass_dropout < 1.0:
@@ -186,6 +198,9 @@ class NTM(SiteModel):
         else:
             self.register_buffer("memory_bias", torch.full((N, M), CONSTANT_MEMORY))
         self.fc = nn.Linear(c.controller_size + R * M, c.output_size)
+        if c.initial_weights == "learned":  # created last: a "zero" model's parameters draw as before
+            self.read_weights_init = nn.Parameter(torch.randn(R, N))
+            self.write_weights_init = nn.Parameter(torch.randn(W, N))
 
     def site_specs(self) -> dict[str, SiteSpec]:
         c = self.config
@@ -209,10 +224,21 @@ class NTM(SiteModel):
         memory = ["read_head", "write_head", "read_init"]
         if isinstance(self.memory_bias, nn.Parameter):
             memory.append("memory_bias")
+        if self.config.initial_weights == "learned":
+            memory += ["read_weights_init", "write_weights_init"]
         return {"memory": memory, "controller": ["controller"], "output": ["fc"]}
 
     def initial_memory(self, batch: int) -> Tensor:
         return self.memory_bias.unsqueeze(0).expand(batch, -1, -1)  # [B, N, M]
+
+    def initial_weights(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The read and write weightings before the first step, [B, R, N] and [B, W, N]."""
+        c = self.config
+        B = x.shape[0]
+        if c.initial_weights == "learned":
+            return (torch.softmax(self.read_weights_init, dim=-1).unsqueeze(0).expand(B, -1, -1),
+                    torch.softmax(self.write_weights_init, dim=-1).unsqueeze(0).expand(B, -1, -1))
+        return x.new_zeros(B, c.read_heads, c.memory_slots), x.new_zeros(B, c.write_heads, c.memory_slots)
 
     def _heads(self, layer: nn.Linear, h: Tensor, count: int, writes: bool) -> dict[str, Tensor]:
         raw = layer(h).view(h.shape[0], count, -1)  # [B, heads, P]
@@ -224,8 +250,7 @@ class NTM(SiteModel):
         R, W, N = c.read_heads, c.write_heads, c.memory_slots
         memory = self.initial_memory(B)  # [B, N, M]
         reads = self.read_init.unsqueeze(0).expand(B, -1, -1)  # [B, R, M]
-        w_read = x.new_zeros(B, R, N)
-        w_write = x.new_zeros(B, W, N)
+        w_read, w_write = self.initial_weights(x)
         state = self.controller.initial(B)
         keep = None
         if self.training and c.bypass_dropout > 0:
