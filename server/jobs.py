@@ -36,11 +36,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
 from .limits import MiB, confine, rss_bytes
+from .remote_jobs import execute_on
 from .settings import Settings
 from .store import Store, now
 
@@ -164,6 +166,8 @@ class JobManager:
         self.store = store
         self.settings = settings
         self.size = settings.workers
+        if settings.executor != "local":  # report jobs computed elsewhere, waited for by the workers
+            execute = partial(execute_on, settings.executor, settings.ray_address, settings.worker_threads, execute)
         self._execute = _pickle_for_workers(execute)  # execute(kind, checkpoint_path, request, progress)
         self.on_done = on_done  # callback(job: dict, summary: dict) in the dispatcher thread
         self._ctx = mp.get_context("spawn")
