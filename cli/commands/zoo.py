@@ -4,9 +4,14 @@
     mnemoscope zoo build --out /tmp/zoo --only ntm-copy-short-bypass
     mnemoscope zoo list                           # what each checkpoint shows, its verdict and score
     mnemoscope zoo reanalyze                      # recompute index.json's numbers, no retraining
+    mnemoscope zoo seeds                          # each recipe's verdict over the zoo sweep's seeds
 
 Recipes live in models/zoo.py; the build (cli/zoo_build.py) trains each one from its seed on
 the CPU (one thread), analyses every checkpoint as `mnemoscope analyze` does and writes index.json.
+Every recipe is also a point of the zoo sweep (sweeps/zoo.toml, seeds 0-2): `zoo seeds` puts
+its results (`mnemoscope sweep run sweeps/zoo.toml`, committed in sweeps/results/zoo/) into
+the index, per recipe: how many seeds agree with the committed checkpoint's verdict and the
+spread of the scores.
 """
 from __future__ import annotations
 
@@ -30,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            description="recompute every index entry's verdict and numbers from its checkpoint, "
                                        "as `mnemoscope analyze` does now; the models are not retrained")
     again.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the bundled zoo)")
+    seeds = sub.add_parser("seeds", help="put the zoo sweep's verdicts over seeds into index.json",
+                           description="each recipe's verdict over the seeds of the zoo sweep (sweeps/zoo.toml): "
+                                       "how many seeds agree, and the spread of necessity and sufficiency")
+    seeds.add_argument("--results", type=Path, default=None, metavar="FOLDER",
+                       help="the zoo sweep's results folder (default: the committed sweeps/results/zoo/)")
+    seeds.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the bundled zoo)")
     show = sub.add_parser("list", help="the zoo's checkpoints with their verdicts",
                           description="the zoo's checkpoints with their verdicts")
     show.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the bundled zoo)")
@@ -58,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{e['file']:<48} {rel['verdict']:<11} score {rel['score']:.2f}  "
                   f"{m['name']} {m['clean']:.3g} (chance {m['chance']:.3g})")
         return 0
+
+    if args.zoo_command == "seeds":
+        return _seeds(args)
 
     if args.zoo_command == "reanalyze":
         from ..zoo_build import reanalyze_zoo
@@ -89,11 +103,46 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(args: argparse.Namespace) -> int:
+    import json
+
+    from mnemoscope.models import zoo
+    from mnemoscope.server.services.sweeps import read_results
+
+    from ..zoo_build import attach_seeds, default_seed_results
+
+    folder = args.results or default_seed_results()
+    results = read_results(folder)
+    if results is None:
+        raise CLIError(f"{folder}: no results.json; run `mnemoscope sweep run sweeps/zoo.toml` first")
+    try:
+        index = zoo.load_index(args.dir)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
+    attach_seeds(index, results)
+    path = Path(args.dir or zoo.default_zoo_dir()) / "index.json"
+    path.write_text(json.dumps(index, indent=1) + "\n")
+    for e in index["checkpoints"]:
+        if e.get("seeds"):
+            print(f"{e['recipe']:<36} {e['reliance']['verdict']:<11} {_agreement(e['seeds'])}")
+    return 0
+
+
+def _agreement(seeds: dict | None) -> str:
+    """`3/3 (0.74-0.79)`: seeds that give the committed checkpoint's verdict, and necessity's range."""
+    if not seeds:
+        return "-"
+    nec = seeds.get("necessity")
+    spread = f" ({nec['min'] + 0.0:.2f}-{nec['max'] + 0.0:.2f})" if nec else ""
+    return f"{seeds['agree']}/{seeds['n']}{spread}"
+
+
 def markdown_table(index: dict) -> str:
     """One row per final checkpoint; a training series as one line per run under the table."""
-    rows = ["| checkpoint | remedy | metric (chance) | verdict (stability) | memory necessity (95% CI) | "
-            "memory sufficiency (95% CI) | bypass necessity (95% CI) | warnings | what it shows |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| checkpoint | remedy | metric (chance) | verdict (stability) | seeds agreeing (necessity over seeds) | "
+            "memory necessity (95% CI) | memory sufficiency (95% CI) | bypass necessity (95% CI) | warnings | "
+            "what it shows |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in index["checkpoints"]:
         if not e["final"]:
             continue
@@ -101,7 +150,8 @@ def markdown_table(index: dict) -> str:
         remedy = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in e["remedies"].items()) or "-"
         bypass = (rel.get("bypass") or {}).get("necessity")
         rows.append(f"| `{e['name']}` | {remedy} | {m['name'].replace('_', ' ')} {m['clean']:.3g} ({m['chance']:.3g}) | "
-                    f"**{rel['verdict']}** ({rel.get('stability', 1.0):.2f}) | {_estimate(rel.get('necessity'))} | "
+                    f"**{rel['verdict']}** ({rel.get('stability', 1.0):.2f}) | {_agreement(e.get('seeds'))} | "
+                    f"{_estimate(rel.get('necessity'))} | "
                     f"{_estimate(rel.get('sufficiency'))} | {_estimate(bypass)} | "
                     f"{', '.join(rel.get('warnings') or []) or '-'} | {e['shows']} |")
     series: dict[str, list[dict]] = {}

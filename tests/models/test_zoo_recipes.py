@@ -70,3 +70,9 @@ def test_a_recipe_knob_starts_from_each_recipe_and_other_knobs_apply_on_top():
     assert len({p.train_key for p in points}) == 4
     with pytest.raises(SweepError, match="no zoo recipe"):
         parse_sweep('name = "r"\n[base]\n[knobs]\nrecipe = ["no-such-recipe"]\n').check()
+
+
+def test_no_zoo_model_has_a_collapsed_memory():
+    """The index's warnings are the checkpoints' own (tests/cli/test_zoo_build.py recomputes them)."""
+    index = zoo.load_index(ZOO)
+    assert [e["file"] for e in index["checkpoints"] if "collapsed_memory" in e["reliance"]["warnings"]] == []
