@@ -55,3 +55,19 @@ def test_attach_leaves_series_checkpoints_without_seeds():
     attach_seeds(index, {"rows": [row(recipe, 0, "functional", 0.7)]})
     assert all(e["seeds"] is None for e in index["checkpoints"] if not e["final"])
     assert any(e["seeds"] for e in index["checkpoints"] if e["final"])
+
+
+def test_findings_say_whether_a_claim_holds_over_three_seeds():
+    from mnemoscope.cli.commands.zoo import FINDINGS, findings_table
+
+    claim, wants, _ = FINDINGS[0]
+    agreeing = [{**row(name, s, want or "functional", 0.5), "metric_name": "wrong_bits", "metric": 0.0, "recipe": name}
+                for name, want in wants.items() for s in (0, 1, 2)]
+    results = {"knobs": ["recipe"], "rows": agreeing}
+    line = next(r for r in findings_table(results).splitlines() if r.startswith(f"| {claim}"))
+    assert "**reproduces** over 3 seeds" in line and "3/3" in line
+    flipped = [dict(r, verdict="redundant") if r["seed"] == 2 else r for r in agreeing]
+    line = next(r for r in findings_table({**results, "rows": flipped}).splitlines() if r.startswith(f"| {claim}"))
+    assert "does not hold over seeds" in line
+    line = next(r for r in findings_table({**results, "rows": agreeing[:-1]}).splitlines() if r.startswith(f"| {claim}"))
+    assert "not yet over 3 seeds" in line and "2/3" in line
