@@ -24,7 +24,9 @@ cancel message and raises; a job that does not call back in time is killed.
 The pool knows nothing about what a job does: it is given `execute(kind, checkpoint_path,
 request, progress) -> (result, summary)`, which every worker imports by reference (a
 module-level function, or a `functools.partial` of one), and `on_done(job, summary)`,
-called in the server when a job is done.
+called in the server when a job is done. With `Settings.executor` other than local, `execute`
+is wrapped so that report jobs are computed on that executor while their worker waits
+(server/remote_jobs.py): the queue, time limit and cancellation stay the pool's.
 """
 from __future__ import annotations
 

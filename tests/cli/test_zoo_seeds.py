@@ -71,3 +71,16 @@ def test_findings_say_whether_a_claim_holds_over_three_seeds():
     assert "does not hold over seeds" in line
     line = next(r for r in findings_table({**results, "rows": agreeing[:-1]}).splitlines() if r.startswith(f"| {claim}"))
     assert "not yet over 3 seeds" in line and "2/3" in line
+
+
+def test_the_committed_index_holds_the_committed_sweep_results():
+    """`mnemoscope zoo seeds` was run on the committed results: the index says what they say."""
+    from mnemoscope.cli.zoo_build import default_seed_results
+
+    results = json.loads((default_seed_results() / "results.json").read_text())
+    index = zoo.load_index()
+    expected = attach_seeds(json.loads(json.dumps(index)), results)
+    assert [e.get("seeds") for e in index["checkpoints"]] == [e["seeds"] for e in expected["checkpoints"]]
+    for e in index["checkpoints"]:
+        if e.get("seeds"):  # seed 0 of the sweep is the committed checkpoint: same verdict
+            assert 0 in e["seeds"]["seeds"] and e["seeds"]["agree"] >= 1
