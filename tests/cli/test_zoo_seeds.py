@@ -84,3 +84,10 @@ def test_the_committed_index_holds_the_committed_sweep_results():
     for e in index["checkpoints"]:
         if e.get("seeds"):  # seed 0 of the sweep is the committed checkpoint: same verdict
             assert 0 in e["seeds"]["seeds"] and e["seeds"]["agree"] >= 1
+
+
+def test_every_zoo_recipe_has_three_seeds_that_agree():
+    finals = [e for e in zoo.load_index()["checkpoints"] if e["final"]]
+    assert {e["recipe"] for e in finals} == {r.name for r in zoo.RECIPES}
+    for e in finals:
+        assert e["seeds"]["n"] >= 3 and e["seeds"]["agree"] == e["seeds"]["n"], (e["recipe"], e["seeds"])
