@@ -365,7 +365,8 @@ def markdown_report(results: dict) -> str:
     """The README's table of one sweep, from its results: never typed by hand."""
     knobs = results["knobs"]
     entries = aggregate(results)
-    metric = next((e["metric_name"] for e in entries if e["metric_name"]), "metric")
+    names = {e["metric_name"] for e in entries if e["metric_name"]}
+    metric = names.pop() if len(names) == 1 else "metric"  # points on several tasks name theirs per row
     lines = [f"#### Sweep `{results['name']}`", ""]
     if results.get("description"):
         lines += [results["description"], ""]
@@ -377,7 +378,8 @@ def markdown_report(results: dict) -> str:
     for e in entries:
         n = len(e["seeds"])
         verdicts = ", ".join(f"{v} {c}/{n}" for v, c in e["verdicts"].items())
-        cells = [_knob(e["knobs"][k]) for k in knobs] + [str(n), verdicts, e["necessity"], e["sufficiency"], e["metric"]]
+        measured = e["metric"] if metric != "metric" else f"{(e['metric_name'] or '').replace('_', ' ')} {e['metric']}"
+        cells = [_knob(e["knobs"][k]) for k in knobs] + [str(n), verdicts, e["necessity"], e["sufficiency"], measured]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

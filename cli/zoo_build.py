@@ -21,6 +21,7 @@ never imports analysis.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -29,6 +30,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from mnemoscope.analysis import ANALYSIS_VERSION
 from mnemoscope.models import zoo
 
 from .commands.analyze import DEFAULT_SAMPLES, DEFAULT_SEED
@@ -118,6 +120,50 @@ def analyze_numbers(path: str | Path, *, samples: int | None = None, seed: int |
     }
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def seed_summary(rows: list[dict], seed0: str | None = None) -> dict:
+    """A recipe's verdict over the seeds of its zoo-sweep rows: how many seeds there are, how
+    many give the committed (seed 0) checkpoint's verdict, every verdict's count, and the
+    spread of necessity and sufficiency."""
+    verdicts: dict[str, int] = {}
+    for r in rows:
+        verdicts[str(r.get("verdict"))] = verdicts.get(str(r.get("verdict")), 0) + 1
+    seed0 = seed0 or next((str(r.get("verdict")) for r in rows if r.get("seed") == 0), None)
+
+    def spread(name: str) -> dict | None:
+        values = [r[name] for r in rows if isinstance(r.get(name), (int, float))]
+        if not values:
+            return None
+        return {"min": min(values), "max": max(values), "mean": sum(values) / len(values)}
+
+    return {"n": len(rows), "seeds": sorted(r["seed"] for r in rows), "agree": verdicts.get(seed0, 0) if seed0 else 0,
+            "verdicts": dict(sorted(verdicts.items(), key=lambda kv: -kv[1])),
+            "necessity": spread("necessity"), "sufficiency": spread("sufficiency")}
+
+
+def attach_seeds(index: dict, results: dict) -> dict:
+    """Each final index entry gets `seeds`: its recipe's verdict over the zoo sweep's seeds
+    (sweeps/zoo.toml's results), with the sweep's name and version; entries of recipes the
+    sweep has no rows for get none."""
+    by_recipe: dict[str, list[dict]] = {}
+    for row in results.get("rows", []):
+        by_recipe.setdefault(row.get("recipe"), []).append(row)
+    for entry in index["checkpoints"]:
+        rows = by_recipe.get(entry["recipe"]) if entry["final"] else None
+        entry["seeds"] = seed_summary(rows, entry["reliance"]["verdict"]) if rows else None
+    index["seeds_from"] = {"sweep": results.get("name"), "version": results.get("version"),
+                           "seeds": results.get("seeds"), "updated_at": results.get("updated_at")}
+    return index
+
+
+def default_seed_results() -> Path:
+    """The committed results of the zoo sweep (a source checkout's sweeps/results/zoo/)."""
+    return Path(__file__).resolve().parent.parent / "sweeps" / "results" / "zoo"
+
+
 def reanalyze_zoo(out_dir: str | Path | None = None, *, log: Callable[[str], None] = print) -> dict:
     """Recompute every index entry's numbers from its committed checkpoint, without retraining:
     what the index needs when the analysis (not the models) changed."""
@@ -129,13 +175,14 @@ def reanalyze_zoo(out_dir: str | Path | None = None, *, log: Callable[[str], Non
     try:
         for entry in index["checkpoints"]:
             t0 = time.perf_counter()
-            entry.update(analyze_numbers(out / entry["file"]))
+            entry.update(analyze_numbers(out / entry["file"]), sha256=_sha256(out / entry["file"]))
             rel = entry["reliance"]
             log(f"[zoo]   {entry['file']}: {rel['verdict']} (necessity {rel['score']:.2f}, "
                 f"analysed in {time.perf_counter() - t0:.1f}s)")
     finally:
         torch.set_num_threads(threads)
     index["analyze"] = {"samples": ANALYZE_SAMPLES, "seed": ANALYZE_SEED}
+    index["analysis_version"] = ANALYSIS_VERSION
     index_path.write_text(json.dumps(index, indent=1) + "\n")
     return index
 
@@ -147,6 +194,7 @@ def _entry(recipe: zoo.Recipe, path: Path, numbers: dict, seconds: float | None,
     built = (meta.extra or {}).get("zoo", {})
     return {
         "file": path.name,
+        "sha256": _sha256(path),
         "name": meta.name,
         "recipe": recipe.name,
         "final": bool(built.get("final", True)),
@@ -210,12 +258,16 @@ def build_zoo(out_dir: str | Path | None = None, only: Iterable[str] | None = No
     index = {
         "format": ZOO_FORMAT,
         "analyze": {"samples": ANALYZE_SAMPLES, "seed": ANALYZE_SEED},
+        "analysis_version": ANALYSIS_VERSION,  # the demo shows the index's verdicts only when they are current
         "torch": torch.__version__,
         "threads": 1,
         "recipe_seconds": seconds,
         "build_seconds": round(sum(seconds.get(r.name, 0.0) for r in zoo.RECIPES), 1),
         "checkpoints": entries,
     }
+    seed_results = default_seed_results() / "results.json"
+    if seed_results.is_file():  # a source checkout: the zoo sweep's verdicts over seeds
+        attach_seeds(index, json.loads(seed_results.read_text()))
     index_path.write_text(json.dumps(index, indent=1) + "\n")
     for entry in entries:
         if entry["expect"] and entry["expect"] != entry["reliance"]["verdict"]:
@@ -223,4 +275,5 @@ def build_zoo(out_dir: str | Path | None = None, only: Iterable[str] | None = No
     return index
 
 
-__all__ = ["ZOO_FORMAT", "ANALYZE_SAMPLES", "ANALYZE_SEED", "train_recipe", "analyze_numbers", "build_zoo", "reanalyze_zoo"]
+__all__ = ["ZOO_FORMAT", "ANALYZE_SAMPLES", "ANALYZE_SEED", "train_recipe", "analyze_numbers", "build_zoo", "reanalyze_zoo",
+           "seed_summary", "attach_seeds", "default_seed_results"]

@@ -315,7 +315,7 @@ def _meta_from_fields(path: Path, fields: Mapping[str, Any], *, decode_json: boo
 def _check_arch_and_config(path: Path, meta: CheckpointMeta):
     try:
         architecture(meta.arch)
-        return make_config(meta.arch, meta.config)
+        return make_config(meta.arch, meta.config, stored=True)
     except ValueError as exc:  # unknown arch / unknown config keys: messages list the known ones
         raise CheckpointError(f"{path.name}: {exc}") from exc
     except TypeError as exc:

@@ -65,7 +65,8 @@ class Family:
 
 # built in this order (the first two first: the suite's core when time is short)
 FAMILIES: tuple[Family, ...] = (
-    Family("ntm", "ntm", {"controller_size": 32, "memory_slots": 8, "memory_width": 8, "memory_init": "random"},
+    Family("ntm", "ntm", {"controller_size": 32, "memory_slots": 8, "memory_width": 8, "memory_init": "random",
+                          "initial_weights": "zero"},  # as the committed controls were built (the collapse needs it)
            _COPY, _RNN_TRAIN, KINDS, ""),
     Family("linear", "sequence", {**_STACK, "rule": "delta", "blocks": ["memory", "mlp", "memory", "mlp"]},
            _MQAR, _STACK_TRAIN, ("untrained", "decorative", "functional"),

@@ -16,6 +16,7 @@ axis (`[B, H, ...]`), each with a step-by-step reference in tests/models/test_nt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from .cuts import check_cut, gates
 from .sites import SiteModel, SiteSpec, State, controller_state_spec, output_spec, state_site
 
 MEMORY_INITS = ("constant", "learned", "random")
+INITIAL_WEIGHTS = ("zero", "learned")
 HEAD_ACTIVATIONS = ("standard", "pytorch-ntm-2017")
 CONSTANT_MEMORY = 1e-6  # Collier & Beel 2018: a small constant beats learned/random init
 COSINE_EPS = 1e-8  # norm floor, as torch.nn.functional.cosine_similarity
@@ -44,6 +46,14 @@ class NTMConfig:
     write_heads: int = 1
     shift_range: int = 1  # shifts -S..+S, 2S+1 shift weights
     memory_init: str = "constant"  # "constant" | "learned" | "random"
+    # the weightings before the first step: "learned" (Collier & Beel 2018: softmax of a learned
+    # bias per head, initialised non-uniform, so even a constant memory's slots get different
+    # writes) or "zero" (the first addressing sees no previous focus: with a constant memory
+    # every slot then receives the same writes forever, a collapsed memory of effective rank 1)
+    initial_weights: str = "learned"
+    # what a stored config written before a field existed meant by leaving it out: checkpoints
+    # keep their whole config, so they load and compute exactly as when they were trained
+    STORED_DEFAULTS: ClassVar[dict] = {"initial_weights": "zero"}
     head_activation: str = "standard"  # "standard" | "pytorch-ntm-2017"
     bypass_dropout: float = 0.0  # training only: drop h_t's path into the output layer per sequence
     bypass_bottleneck: float | None = None  # beta of a variational bottleneck on h_t's path into the output (models/bottleneck.py)
@@ -53,6 +63,8 @@ class NTMConfig:
         check_cut(self.cut)
         if self.memory_init not in MEMORY_INITS:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, not {self.memory_init!r}")
+        if self.initial_weights not in INITIAL_WEIGHTS:
+            raise ValueError(f"initial_weights must be one of {INITIAL_WEIGHTS}, not {self.initial_weights!r}")
         if self.head_activation not in HEAD_ACTIVATIONS:
             raise ValueError(f"head_activation must be one of {HEAD_ACTIVATIONS}, not {self.head_activation!r}")
         if not 0.0 <= self.bypass_dropout < 1.0:
@@ -191,6 +203,9 @@ class NTM(SiteModel):
         self.fc = nn.Linear(c.controller_size + R * M, c.output_size)
         if vib.wanted(c.bypass_bottleneck):
             self.bottleneck = vib.VariationalBottleneck(c.controller_size, c.bypass_bottleneck)
+        if c.initial_weights == "learned":  # created last: a "zero" model's parameters draw as before
+            self.read_weights_init = nn.Parameter(torch.randn(R, N))
+            self.write_weights_init = nn.Parameter(torch.randn(W, N))
 
     def site_specs(self) -> dict[str, SiteSpec]:
         c = self.config
@@ -215,6 +230,8 @@ class NTM(SiteModel):
         memory = ["read_head", "write_head", "read_init"]
         if isinstance(self.memory_bias, nn.Parameter):
             memory.append("memory_bias")
+        if self.config.initial_weights == "learned":
+            memory += ["read_weights_init", "write_weights_init"]
         controller = ["controller"] + (["bottleneck"] if self._has_bottleneck else [])  # the bottleneck is on h_t's path
         return {"memory": memory, "controller": controller, "output": ["fc"]}
 
@@ -224,6 +241,15 @@ class NTM(SiteModel):
 
     def initial_memory(self, batch: int) -> Tensor:
         return self.memory_bias.unsqueeze(0).expand(batch, -1, -1)  # [B, N, M]
+
+    def initial_weights(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The read and write weightings before the first step, [B, R, N] and [B, W, N]."""
+        c = self.config
+        B = x.shape[0]
+        if c.initial_weights == "learned":
+            return (torch.softmax(self.read_weights_init, dim=-1).unsqueeze(0).expand(B, -1, -1),
+                    torch.softmax(self.write_weights_init, dim=-1).unsqueeze(0).expand(B, -1, -1))
+        return x.new_zeros(B, c.read_heads, c.memory_slots), x.new_zeros(B, c.write_heads, c.memory_slots)
 
     def _heads(self, layer: nn.Linear, h: Tensor, count: int, writes: bool) -> dict[str, Tensor]:
         raw = layer(h).view(h.shape[0], count, -1)  # [B, heads, P]
@@ -241,11 +267,10 @@ class NTM(SiteModel):
         c = self.config
         B = x.shape[0]
         h, cell = self.controller.initial(B)  # [L, B, H]; the state keeps every tensor batch-first
+        w_read, w_write = self.initial_weights(x)  # [B, R, N], [B, W, N]
         state = dict(memory=self.initial_memory(B),  # [B, N, M]
                      reads=self.read_init.unsqueeze(0).expand(B, -1, -1),  # [B, R, M]
-                     w_read=x.new_zeros(B, c.read_heads, c.memory_slots),
-                     w_write=x.new_zeros(B, c.write_heads, c.memory_slots),
-                     h=h.transpose(0, 1), c=cell.transpose(0, 1))
+                     w_read=w_read, w_write=w_write, h=h.transpose(0, 1), c=cell.transpose(0, 1))
         if self.training and c.bypass_dropout > 0:
             # stochastic depth on the non-memory path, per sequence, rescaled
             state["keep"] = (torch.rand(B, 1, device=x.device) >= c.bypass_dropout).to(x.dtype) / (1 - c.bypass_dropout)

@@ -41,9 +41,13 @@ def architecture(arch: str) -> type[SiteModel]:
     return _load(arch)
 
 
-def make_config(arch: str, config: dict):
-    """The architecture's config dataclass from a dict; unknown keys are an error."""
+def make_config(arch: str, config: dict, *, stored: bool = False):
+    """The architecture's config dataclass from a dict; unknown keys are an error. A stored
+    config (a checkpoint's) takes the Config's STORED_DEFAULTS for the fields it leaves out:
+    what they meant before those fields existed."""
     cls = architecture(arch)
+    if stored:
+        config = {**getattr(cls.Config, "STORED_DEFAULTS", {}), **config}
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(config) - fields)
     if unknown:

@@ -81,8 +81,9 @@ REMEDIES: tuple[Remedy, ...] = (
            "--curriculum [linear|bandit] [--curriculum-param P] [--curriculum-fraction F]"),
     Remedy("ntm_stabilisers", "Collier & Beel 2018, 'Implementing Neural Turing Machines' (ICANN)",
            "memory initialised to the constant 1e-6; every gradient element clipped to [-10, 10]. Caveat: "
-           "this NTM starts from all-zero weightings, so with a constant memory every slot receives the same "
-           "writes forever (the memory acts as one vector); the zoo uses memory_init='random'",
+           "with all-zero initial weightings (initial_weights='zero': checkpoints made before the flag, the "
+           "zoo's NTMs) a constant memory's slots all receive the same writes forever (the memory acts as one "
+           "vector); new NTMs learn their initial weightings (also Collier & Beel), which breaks that symmetry",
            "--memory-init constant --clip 10"),
     Remedy("dnc_fixes", "Csordás & Schmidhuber 2019, 'Improving Differentiable Neural Computers "
            "Through Memory Masking, De-allocation, and Link Distribution Sharpness Control' (ICLR)",

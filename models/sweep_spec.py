@@ -38,6 +38,9 @@ A sweep file (TOML):
 A knob path names where its value goes: `arch`, `config.<field>`, `task.params.<param>`,
 `train.<TrainConfig option>`, `remedies.<remedy>`, or `eval.<task param>` (a task parameter
 changed for the analysis only: the same trained model evaluated on, say, longer sequences).
+The knob `recipe` lists zoo recipes by name: each value starts its points from that recipe
+(the base's own fields still override it), so a list of recipes that are no grid -- the zoo
+itself, sweeps/zoo.toml -- is a sweep too.
 
 Keys: a point's `train_key` hashes its full recipe (arch, config, task, train options,
 remedies), its seed and mnemoscope's version; its `key` adds the evaluation overrides and the
@@ -66,7 +69,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 # knob path prefix -> where in the point its value goes ("arch" is a whole path)
-KNOB_PLACES = ("arch", "config.", "task.params.", "train.", "remedies.", "eval.")
+KNOB_PLACES = ("recipe", "arch", "config.", "task.params.", "train.", "remedies.", "eval.")
 ANALYSES = ("reliance", "report")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$"
 
@@ -90,11 +93,13 @@ class Base(_Strict):
     train: dict[str, Any] | None = None
     remedies: dict[str, Any] | None = None
 
-    def resolved(self) -> dict:
-        """{arch, config, task, train, remedies}: the zoo recipe's, overridden by the fields given."""
+    def resolved(self, recipe: str | None = None) -> dict:
+        """{arch, config, task, train, remedies}: the zoo recipe's (`recipe`, a `recipe` knob's
+        value, else the base's own), overridden by the fields given."""
         start = {"arch": None, "config": {}, "task": None, "train": None, "remedies": {}}
-        if self.recipe is not None:
-            r = get_recipe(self.recipe)
+        recipe = recipe or self.recipe
+        if recipe is not None:
+            r = get_recipe(recipe)
             start = {"arch": r.arch, "config": r.config, "task": r.task, "train": r.train, "remedies": r.remedies}
         given = self.model_dump(exclude={"recipe"}, exclude_none=True)
         out = json.loads(json.dumps({**start, **given}))  # a deep copy: knobs write into it
@@ -176,6 +181,9 @@ class SweepSpec(_Strict):
         return [dict(zip(paths, values)) for values in itertools.product(*self.knobs.values())]
 
     def points(self) -> list["Point"]:
+        if "recipe" in self.knobs:
+            return [make_point(self, self.base.resolved(knobs["recipe"]), knobs, seed)
+                    for knobs in self.grid() for seed in self.seeds]
         base = self.base.resolved()
         return [make_point(self, base, knobs, seed) for knobs in self.grid() for seed in self.seeds]
 
@@ -228,6 +236,8 @@ def make_point(spec: SweepSpec, base: dict, knobs: dict[str, Any], seed: int) ->
     recipe = json.loads(json.dumps(base))
     evaluation: dict[str, Any] = {}
     for path, value in knobs.items():
+        if path == "recipe":
+            continue  # the base it resolved from
         if path == "arch":
             recipe["arch"] = value
         elif path.startswith("eval."):

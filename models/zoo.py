@@ -91,8 +91,10 @@ _KNOWN_REMEDIES = {"bypass_dropout", "bypass_bottleneck", "controller_size", "me
 
 SHORT_COPY = {"name": "copy", "params": {"bits": 8, "min_length": 1, "max_length": 3}}
 # random memory init: with the constant init and all-zero initial weightings every slot
-# receives the same writes forever, so the memory would act as a single vector
-NTM_SHORT = {"memory_slots": 16, "memory_width": 8, "memory_init": "random"}
+# receives the same writes forever, so the memory would act as a single vector. The random
+# init alone breaks that symmetry, so these recipes keep the zero initial weightings their
+# committed checkpoints were trained with (new NTM configs default to learned ones)
+NTM_SHORT = {"memory_slots": 16, "memory_width": 8, "memory_init": "random", "initial_weights": "zero"}
 NTM_SHORT_TRAIN = {"steps": 3000, "batch_size": 16, "lr": 3e-3, "clip": 10.0, "eval_params": {"min_length": 3}}
 RECALL = {"name": "associative_recall", "params": {"bits": 6, "item_length": 1, "min_items": 2, "max_items": 4}}
 MQAR = {"name": "mqar", "params": {"vocab_size": 64, "seq_len": 64, "num_pairs": 8}}

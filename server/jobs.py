@@ -24,7 +24,9 @@ cancel message and raises; a job that does not call back in time is killed.
 The pool knows nothing about what a job does: it is given `execute(kind, checkpoint_path,
 request, progress) -> (result, summary)`, which every worker imports by reference (a
 module-level function, or a `functools.partial` of one), and `on_done(job, summary)`,
-called in the server when a job is done.
+called in the server when a job is done. With `Settings.executor` other than local, `execute`
+is wrapped so that report jobs are computed on that executor while their worker waits
+(server/remote_jobs.py): the queue, time limit and cancellation stay the pool's.
 """
 from __future__ import annotations
 
@@ -36,11 +38,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
 from .limits import MiB, confine, rss_bytes
+from .remote_jobs import execute_on
 from .settings import Settings
 from .store import Store, now
 
@@ -164,6 +168,8 @@ class JobManager:
         self.store = store
         self.settings = settings
         self.size = settings.workers
+        if settings.executor != "local":  # report jobs computed elsewhere, waited for by the workers
+            execute = partial(execute_on, settings.executor, settings.ray_address, settings.worker_threads, execute)
         self._execute = _pickle_for_workers(execute)  # execute(kind, checkpoint_path, request, progress)
         self.on_done = on_done  # callback(job: dict, summary: dict) in the dispatcher thread
         self._ctx = mp.get_context("spawn")

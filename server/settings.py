@@ -6,13 +6,14 @@ Lists (`cors_origins`, `allowed_hosts`) may be given as JSON (`["https://a.org"]
 """
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024**2
@@ -78,6 +79,13 @@ class Settings(BaseSettings):
     # where job workers run the model
     device: str = Field("cpu", description='torch device for jobs: "cpu", "cuda" or "cuda:N" (checked at start)')
 
+    # where report jobs compute (server/remote_jobs.py): the time limit, cancellation and budgets stay the server's
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: the job workers compute reports themselves; ray: they send each report job "
+                             "to the Ray cluster at ray_address and wait for it (pip install 'mnemoscope[ray]')")
+    ray_address: str | None = Field(None, description="the Ray cluster report jobs go to with executor=ray "
+                                                      "(e.g. head:6379 or ray://head:10001)")
+
     # uploads get their verdict without a click, as the zoo's do
     auto_analyze: bool = Field(True, description="queue a report job (the reliance verdict) for every new upload")
 
@@ -106,6 +114,17 @@ class Settings(BaseSettings):
         from mnemoscope.analysis.device import resolve_device  # imports torch: only when a device is asked for
 
         return str(resolve_device(value.strip()))
+
+    @model_validator(mode="after")
+    def _executor_needs_its_address(self) -> "Settings":
+        if self.executor == "ray" and not self.ray_address:
+            raise ValueError("executor=ray needs ray_address: the Ray cluster report jobs go to "
+                             "(`ray start --head` prints it)")
+        if self.executor == "local" and self.ray_address:
+            raise ValueError("ray_address goes with executor=ray")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError("executor=ray needs Ray: pip install 'mnemoscope[ray]'")
+        return self
 
     @property
     def token_value(self) -> str | None:

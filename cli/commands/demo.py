@@ -5,9 +5,11 @@
 
 The zoo's checkpoints (mnemoscope/zoo/, listed in its index.json) go into the data directory's
 store the way uploads do: validated by the safe loader and stored under their sha256, so
-starting the demo again finds them already there and adds nothing. Every zoo checkpoint
-without a verdict gets a report job (the same request as `mnemoscope analyze`'s defaults);
-job results are kept in the data directory, so they are computed once.
+starting the demo again finds them already there and adds nothing. Each zoo checkpoint's
+verdict comes from the zoo's index.json (computed with `mnemoscope analyze`'s defaults when
+the zoo was built) when the index was computed by this analysis engine (ANALYSIS_VERSION) on
+these very bytes; a checkpoint still without a verdict gets a report job (the same request),
+whose result is kept in the data directory, so it is computed once.
 """
 from __future__ import annotations
 
@@ -79,6 +81,25 @@ def register_zoo(store, zoo_dir: Path | None = None) -> tuple[list[dict], int]:
         records.append(record)
         added += created
     return records, added
+
+
+def verdicts_from_index(store, records: list[dict], index: dict) -> int:
+    """Give each zoo checkpoint without a verdict the one its index entry holds, when the
+    index was computed by this analysis engine on the same bytes (sha256): what a report job
+    would compute, without computing it. Returns how many verdicts were set."""
+    from mnemoscope.analysis import ANALYSIS_VERSION
+
+    if index.get("analysis_version") != ANALYSIS_VERSION:
+        return 0  # an older engine's verdicts: the report jobs compute current ones
+    by_sha = {e["sha256"]: e for e in index["checkpoints"] if e.get("sha256")}
+    done = 0
+    for record in records:
+        current, entry = store.get_checkpoint(record["id"]), by_sha.get(record["sha256"])
+        if current is None or current["verdict"] is not None or entry is None:
+            continue
+        store.set_verdict(record["id"], entry["reliance"]["verdict"], entry["reliance"]["score"], None)
+        done += 1
+    return done
 
 
 def queue_reports(app, records: list[dict]) -> int:
@@ -161,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
         records, added = register_zoo(app.state.store)
+        from mnemoscope.models.zoo import load_index
+
+        from_index = verdicts_from_index(app.state.store, records, load_index())
     except OSError as exc:
         sock.close()
         raise CLIError(f"cannot use data directory {settings.data_dir}: {exc}") from exc
@@ -180,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
 
             queued = 0 if args.no_reports else await run_in_threadpool(queue_reports, app_, records)
             print(f"mnemoscope demo: {len(records)} zoo checkpoints ({added} new) in {app.state.store.root}; "
-                  f"{queued} report job(s) queued", flush=True)
+                  f"{from_index} verdict(s) from the zoo's index, {queued} report job(s) queued", flush=True)
             print(f"mnemoscope demo: open {url}", flush=True)
             if not args.no_browser and can_open_browser():
                 import webbrowser

@@ -89,6 +89,7 @@ def convert_state_dict(sd: dict[str, Tensor], *, step: int = PUBLISHED_STEP) -> 
         write_heads=W,
         shift_range=(n_shifts - 1) // 2,
         memory_init="random",
+        initial_weights="zero",  # pytorch-ntm starts every sequence from all-zero weightings
         head_activation="pytorch-ntm-2017",
     )
 

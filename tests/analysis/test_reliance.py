@@ -87,7 +87,7 @@ def test_collapsed_memory_is_warned(make_model, task):
 
     torch.manual_seed(0)
     m = build_model("ntm", dict(input_size=task.input_size, output_size=task.output_size, controller_size=8,
-                                memory_slots=8, memory_width=4, memory_init="constant")).eval()
+                                memory_slots=8, memory_width=4, memory_init="constant", initial_weights="zero")).eval()
     res = reliance(m, task, task.sample(8, 0), n_boot=100)
     codes = [w["code"] for w in res.warnings]
     assert "collapsed_memory" in codes
