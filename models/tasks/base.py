@@ -170,3 +170,20 @@ class ClassesTask(Task):
 
     def metric(self, logits: Tensor, batch: Batch) -> Tensor:
         return self.metric_per_step(logits, batch).sum(1)
+
+
+class TokenTask(ClassesTask):
+    """Token ids in, next-token classes out over one vocabulary (`params.vocab_size`): the
+    language-model tasks (mqar, induction, prompt_pairs)."""
+
+    @property
+    def input_size(self) -> int:
+        return self.params.vocab_size
+
+    @property
+    def output_size(self) -> int:
+        return self.params.vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.params.vocab_size

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import register_task
-from .base import Batch, ClassesTask, PatchPair, generator
+from .base import Batch, PatchPair, TokenTask, generator
 from .copy import MAX_LENGTH, _check_n, _differs
 from .params import TaskParams, param
 from .recall import MAX_VOCAB
@@ -43,7 +43,7 @@ class InductionParams(TaskParams):
 
 
 @register_task
-class Induction(ClassesTask):
+class Induction(TokenTask):
     """A random sequence of `length` distinct token ids from [id_low, id_high), then the
     same sequence again; T = 2L. Each position of the repeat predicts the next token
     (targets[t] = inputs[t+1]); the scored positions are the repeat's first L-1 (its last
@@ -62,18 +62,6 @@ class Induction(ClassesTask):
 
     name = "induction"
     Params = InductionParams
-
-    @property
-    def input_size(self) -> int:
-        return self.params.vocab_size
-
-    @property
-    def output_size(self) -> int:
-        return self.params.vocab_size
-
-    @property
-    def vocab_size(self) -> int:
-        return self.params.vocab_size
 
     def max_steps(self) -> int:
         return 2 * self.params.length

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import register_task
-from .base import Batch, ClassesTask, PatchPair, generator
+from .base import Batch, PatchPair, TokenTask, generator
 from .copy import _check_n, _differs
 from .recall import MAX_VOCAB
 
@@ -170,7 +170,7 @@ class PromptPairsParams:
 
 
 @register_task
-class PromptPairs(ClassesTask):
+class PromptPairs(TokenTask):
     """The probe's pairs as batches: a row is one prompt, right-padded with `PAD` to the
     longest prompt of the probe; the scored position is each prompt's last token, whose
     target is the answer (the corrupted batch's target is `corrupted_answer`, or the
@@ -188,18 +188,6 @@ class PromptPairs(ClassesTask):
 
     name = "prompt_pairs"
     Params = PromptPairsParams
-
-    @property
-    def input_size(self) -> int:
-        return self.params.vocab_size
-
-    @property
-    def output_size(self) -> int:
-        return self.params.vocab_size
-
-    @property
-    def vocab_size(self) -> int:
-        return self.params.vocab_size
 
     def max_steps(self) -> int:
         return max(len(p["clean"]) for p in self.params.pairs)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import register_task
-from .base import Batch, BitsTask, ClassesTask, PatchPair, generator
+from .base import Batch, BitsTask, PatchPair, TokenTask, generator
 from .copy import MAX_BITS, MAX_LENGTH, _check_n, _differs, _lengths, _random_bits
 from .params import TaskParams, param
 
@@ -253,7 +253,7 @@ class MQARParams(TaskParams):
 
 
 @register_task
-class MQAR(ClassesTask):
+class MQAR(TokenTask):
     """Multi-query associative recall (Zoology's `multiquery_ar`).
 
     Token ids `[B, T]`, T = seq_len. Keys are drawn without replacement from ids
@@ -284,18 +284,6 @@ class MQAR(ClassesTask):
 
     name = "mqar"
     Params = MQARParams
-
-    @property
-    def input_size(self) -> int:
-        return self.params.vocab_size
-
-    @property
-    def output_size(self) -> int:
-        return self.params.vocab_size
-
-    @property
-    def vocab_size(self) -> int:
-        return self.params.vocab_size
 
     def max_steps(self) -> int:
         return self.params.seq_len
