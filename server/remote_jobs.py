@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .executors import Executor, make_executor
+from .kinds.report import REPORT
 
-REMOTE_KINDS = ("report",)
+REMOTE_KINDS = (REPORT.name,)
 _ENGINES: dict[tuple[str, str | None], Executor] = {}  # per worker process: one Ray connection, kept
 
 

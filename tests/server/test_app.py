@@ -12,6 +12,7 @@ EXPECTED = {
     ("get", "/api/jobs"), ("get", "/api/jobs/{job_id}"), ("delete", "/api/jobs/{job_id}"),
     ("get", "/api/kinds"),
     ("get", "/api/sweeps"), ("get", "/api/sweeps/{sweep_id}"), ("get", "/api/sweeps/{sweep_id}/checkpoints/{filename}"),
+    ("post", "/api/probes"), ("get", "/api/probes"), ("get", "/api/probes/{probe_id}"), ("delete", "/api/probes/{probe_id}"),
 }
 MUTATING = {(m, p) for m, p in EXPECTED if m in ("post", "delete") and not p.endswith("/trace")}
 
