@@ -122,9 +122,9 @@ def check_hf_config(hf_config: Any) -> str:
     return model_type
 
 
-def read_hf_config_file(path: str | os.PathLike) -> dict:
-    """A config.json-style file (a model to train from scratch), checked as the importer checks a
-    directory's config: a JSON object, a supported model_type, no auto_map. A ValueError names the file."""
+def read_checked_config(path: str | os.PathLike) -> dict:
+    """A Hugging Face config.json read and checked (a JSON object, a supported model_type, no
+    auto_map); a ValueError names the file. Callers add their own rule for a missing vocab_size."""
     import json
 
     try:
@@ -137,6 +137,13 @@ def read_hf_config_file(path: str | os.PathLike) -> dict:
         check_hf_config(config)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+    return config
+
+
+def read_hf_config_file(path: str | os.PathLike) -> dict:
+    """A config.json-style file (a model to train from scratch), checked as the importer checks a
+    directory's config: a JSON object, a supported model_type, no auto_map. A ValueError names the file."""
+    config = read_checked_config(path)
     if "vocab_size" not in config:
         raise ValueError(f"{path}: no vocab_size; the task's vocabulary must match it, so the file must say it")
     return config

@@ -26,7 +26,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ..hf import ATTENTION, SUPPORTED_MODEL_TYPES, HFConfig, HFModel, check_hf_config, transformers_config
+from ..hf import ATTENTION, SUPPORTED_MODEL_TYPES, HFConfig, HFModel, read_checked_config, transformers_config
 from ..sites import SiteModel
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -45,14 +45,7 @@ def read_config(root: Path) -> dict:
     config_file = root / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{root}: no config.json (expected a Hugging Face save_pretrained folder)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{config_file}: not valid JSON ({exc})") from exc
-    try:
-        check_hf_config(config)
-    except ValueError as exc:
-        raise ValueError(f"{config_file}: {exc}") from exc
+    config = read_checked_config(config_file)
     if "vocab_size" not in config:  # save_pretrained may leave out a default; the sites and tasks need it
         config["vocab_size"] = int(transformers_config(config).vocab_size)
     return config

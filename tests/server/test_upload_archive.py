@@ -136,17 +136,8 @@ def test_archive_upload_stores_a_checkpoint_equal_to_transformers(client, root, 
 
 # -- bad archives ------------------------------------------------------------------------------------
 
-CANARY = "mnemoscope_canary"
-
-
-class RunsCode:
-    """Unpickling this creates a file: the proof that a pickle was (not) loaded."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
+CANARY = hf_tiny.CANARY
+RunsCode = hf_tiny.RunsCode  # unpickling it creates a file: the proof that a pickle was (not) loaded
 
 
 @pytest.fixture(scope="module")
